@@ -1,0 +1,2 @@
+//! WireGuard's cryptography, sans IO.
+#![forbid(unsafe_code)]

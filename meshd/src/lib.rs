@@ -1,0 +1,7 @@
+//! The meshd daemon.
+//!
+//! `node/` is the sans-IO mesh core: it never does IO and never reads a clock (`now` is passed in).
+//! `sys/` is the only place with operating-system calls and `unsafe`.
+#![deny(unsafe_code)]
+
+pub mod node;

@@ -1,0 +1,1 @@
+//! WireGuard messages (in progress)

@@ -1,0 +1,1 @@
+//! Network-namespace harness for the end-to-end tests.
