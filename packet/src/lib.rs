@@ -25,4 +25,3 @@ pub use buf::{HEADROOM, PacketBuf, TAILROOM};
 pub use error::ParseError;
 pub use ip::IpPacket;
 pub use prefix::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
-pub use prefix::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
