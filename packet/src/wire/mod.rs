@@ -18,7 +18,9 @@ pub use data::DataHeader;
 pub use handshake::{HandshakeInitiation, HandshakeResponse};
 
 use crate::ParseError;
-use zerocopy::FromBytes;
+/// The traits that view bytes as these messages and back (`ref_from_bytes`, `as_bytes`, ...), so users
+/// of the layouts need no direct dependency on zerocopy.
+pub use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Message type byte of a handshake initiation.
 pub const TYPE_INITIATION: u8 = 1;
