@@ -19,10 +19,11 @@
 # Tests (--tests, comma-separated; default tcp):
 #   tcp           iperf3 -c, one flow A -> B
 #   tcp-reverse   iperf3 -R, one flow B -> A
+#   tcp-p4        iperf3 -P 4, four flows A -> B
+#   udp64         64-byte UDP datagrams, unlimited rate: thousands of packets/s received, and loss
 #   rtt-load      ping RTT (average, ms) A -> B during a tcp run
-# Every TCP figure comes with the retransmits iperf3 counted and the CPU seconds both daemons used.
-# More tests plug in as one `test_<name>` function each (see "Tests" below); planned: tcp-p4
-# (iperf3 -P 4), udp64 (64-byte UDP packet rate).
+# Every figure comes with the retransmits (udp64: loss) iperf3 counted and the CPU seconds both
+# daemons used. A new test is one `test_<name>` function (see "Tests" below).
 #
 # Needs root, iproute2, util-linux (unshare), iperf3, wireguard-tools (wg), iputils-ping.
 # Runs in private mount and PID namespaces with a tmpfs over /run/netns and /var/run/wireguard,
@@ -251,6 +252,23 @@ with_cpu() {
 
 test_tcp() { with_cpu iperf_run "$1" | awk '{ print $1, "Mbit/s", $2, $3 }'; }
 test_tcp-reverse() { with_cpu iperf_run "$1" -R | awk '{ print $1, "Mbit/s", $2, $3 }'; }
+# With -P the [SUM] lines come last, so iperf_run's parse picks the totals.
+test_tcp-p4() { with_cpu iperf_run "$1" -P 4 | awk '{ print $1, "Mbit/s", $2, $3 }'; }
+
+# Packet rate: 64-byte UDP payloads as fast as iperf3 can send them (it has no UDP GSO, so this is
+# the per-packet path). Reports thousands of packets per second received; the retransmits column
+# holds the loss percentage instead.
+test_udp64() {
+    local target=$1 out
+    out=$(with_cpu in_a timeout --foreground $((SECONDS_PER_TEST + 30)) iperf3 -c "$target" -u -b 0 -l 64 \
+        -t "$SECONDS_PER_TEST" -O 1 -f m) || { echo "iperf3 -u failed: $out" >&2; return 1; }
+    echo "$out" >>"$WORK/iperf3-client.log"
+    # "... 12.3 Mbits/sec  0.004 ms  10/24000 (0.042%)  receiver" and, last, the CPU seconds.
+    echo "$out" | awk '
+        / receiver$/ { for (i = 1; i < NF; i++) if ($i == "Mbits/sec") { rate = $(i - 1); loss = $(i + 4) } }
+        END { if (rate == "") exit 1; gsub(/[()%]/, "", loss)
+              printf "%.1f kpps %s%% %s\n", rate * 1e6 / (64 * 8) / 1000, loss, $NF }'
+}
 
 test_rtt-load() {
     local target=$1 count=$((SECONDS_PER_TEST * 10 - 20)) ping_out
@@ -300,7 +318,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         fi
         for t in "${TEST_LIST[@]}"; do
             read -r value unit retr cpu < <("test_$t" "$target") || die "$t over $impl failed in round $round"
-            printf 'round %-2d %-13s %-12s %10s %-6s retr %-6s daemon CPU %s s\n' \
+            printf 'round %-2d %-13s %-12s %10s %-6s retr/loss %-6s daemon CPU %s s\n' \
                 "$round" "$impl" "$t" "$value" "$unit" "$retr" "$cpu"
             echo "$round,$impl,$t,$value,$unit,$retr,$cpu" >>"$RESULTS"
         done
