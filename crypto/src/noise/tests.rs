@@ -220,3 +220,31 @@ fn transcript_starts_from_the_published_constants() {
     let s = symmetric::SymmetricState::new(&[0; 32]);
     assert_eq!(s.parts().0, &initial_chaining_key());
 }
+
+#[test]
+fn debug_of_session_material_never_shows_key_bytes() {
+    let (mut i, mut r, mut rng) = sides(Some([9; 32]), Some([9; 32]));
+    let now = epoch();
+    let (pending, init) = create_initiation(&i.identity, &mut i.peer, 1, ts(0), now, &mut rng).unwrap();
+    let (resp, r_keys) = begin_response(&r.identity, &init)
+        .unwrap()
+        .finish(&mut r.peer, 2, now, &mut rng)
+        .unwrap();
+    let keys = pending.consume_response(&i.identity, &i.peer, &resp).unwrap();
+    let secrets = [
+        hex::encode(keys.sending),
+        hex::encode(keys.receiving),
+        hex::encode([9u8; 32]),
+    ];
+    let (tx, rx) = crate::session::new_session(keys, now);
+    let shown = format!(
+        "{r_keys:?} {tx:?} {rx:?} {pending:?} {:?} {:?}",
+        i.peer, i.identity
+    );
+    for s in &secrets {
+        // Any 4-byte run of a key would show up in hex; none may.
+        for w in s.as_bytes().chunks(8) {
+            assert!(!shown.contains(std::str::from_utf8(w).unwrap()), "{shown}");
+        }
+    }
+}
