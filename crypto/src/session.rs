@@ -33,6 +33,7 @@ pub fn new_session(keys: SessionKeys, now: Instant) -> (Sender, Receiver) {
         counter: AtomicU64::new(0),
         remote_index: keys.remote_index,
         born: now,
+        reject_at: now + REJECT_AFTER_TIME,
         initiator: keys.initiator,
     };
     let receiver = Receiver {
@@ -40,6 +41,7 @@ pub fn new_session(keys: SessionKeys, now: Instant) -> (Sender, Receiver) {
         replay: ReplayWindow::new(),
         local_index: keys.local_index,
         born: now,
+        reject_at: now + REJECT_AFTER_TIME,
         initiator: keys.initiator,
     };
     (sender, receiver)
@@ -59,6 +61,8 @@ pub struct Sender {
     counter: AtomicU64,
     remote_index: u32,
     born: Instant,
+    /// `born + REJECT_AFTER_TIME`, so the per-packet check is one comparison.
+    reject_at: Instant,
     initiator: bool,
 }
 
@@ -85,7 +89,7 @@ impl Sender {
         if buf.len() < total {
             return Err(SendError::BufferTooSmall);
         }
-        if now.saturating_duration_since(self.born) >= REJECT_AFTER_TIME {
+        if now >= self.reject_at {
             return Err(SendError::Expired);
         }
         // Relaxed suffices: the counter only has to be unique per message, and the AEAD does not care
@@ -165,6 +169,7 @@ pub struct Receiver {
     replay: ReplayWindow,
     local_index: u32,
     born: Instant,
+    reject_at: Instant,
     initiator: bool,
 }
 
@@ -192,7 +197,7 @@ impl Receiver {
         if header.receiver_index.get() != self.local_index {
             return Err(RecvError::WrongIndex);
         }
-        if now.saturating_duration_since(self.born) >= REJECT_AFTER_TIME {
+        if now >= self.reject_at {
             return Err(RecvError::Expired);
         }
         let counter = header.counter.get();
