@@ -25,6 +25,9 @@ pub const HEADROOM: usize = DATA_HEADER_LEN;
 /// (32 covers both, and is what meshd's packet buffers reserve).
 pub const TAILROOM: usize = 2 * TAG_LEN;
 
+// meshd's packet buffers must leave the room encapsulation writes into.
+const _: () = assert!(meshd_packet::buf::HEADROOM >= HEADROOM && meshd_packet::buf::TAILROOM >= TAILROOM);
+
 /// Splits the keys of a finished handshake into the two halves. `now` is the session's birth, from
 /// which REKEY_AFTER_TIME and REJECT_AFTER_TIME count.
 pub fn new_session(keys: SessionKeys, now: Instant) -> (Sender, Receiver) {
