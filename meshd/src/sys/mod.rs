@@ -1,0 +1,8 @@
+//! The only part of meshd that talks to the operating system: the TUN device, the UDP socket, the clock
+//! and process control. Every `unsafe` block in the daemon lives under this module, each with a
+//! `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+pub mod clock;
+pub mod tun;
+pub mod udp;

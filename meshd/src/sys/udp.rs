@@ -1,0 +1,183 @@
+//! The UDP socket that carries WireGuard datagrams, with segmentation (GSO) on send and coalescing (GRO)
+//! on receive through quinn-udp.
+//!
+//! One dual-stack IPv6 socket serves both families where the host has IPv6, so the receive thread waits
+//! on a single file descriptor; addresses come back canonical (IPv4 as IPv4, never v4-mapped).
+
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::time::Duration;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Datagrams one receive call can return (quinn-udp's recvmmsg batch).
+pub const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
+
+/// Size of one receive buffer: a whole GRO aggregate.
+pub const RECV_BUF: usize = 65536;
+
+/// Socket buffers: large enough to absorb a few GSO batches while the other side catches up
+/// (wireguard-go and Firezone raised theirs for the same reason). The kernel caps them at
+/// `net.core.{r,w}mem_max` unless the `FORCE` variants are allowed (root).
+const SOCKET_BUFFER: usize = 7 << 20;
+
+/// How long a blocked receive waits before returning, so the receive thread notices a socket replaced
+/// by a new listen port or a shutdown.
+const RECV_TIMEOUT: Duration = Duration::from_millis(250);
+
+pub struct Udp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+    dual_stack: bool,
+}
+
+impl Udp {
+    /// Binds `port` (0: any free port) on all addresses, IPv6 and IPv4 together where possible.
+    pub fn bind(port: u16) -> io::Result<Udp> {
+        let (socket, dual_stack) = match bind_dual_stack(port) {
+            Ok(socket) => (socket, true),
+            // A host without IPv6 (disabled by sysctl or boot flag) still gets an IPv4 tunnel.
+            Err(_) => {
+                let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+                (socket, false)
+            }
+        };
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        force_buffer_sizes(&socket);
+        let socket: UdpSocket = socket.into();
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // quinn-udp makes the socket non-blocking; the receive thread blocks instead, with a timeout.
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+        let port = socket.local_addr()?.port();
+        Ok(Udp { socket, state, port, dual_stack })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Marks every datagram sent (`SO_MARK`), so policy routing can keep the tunnel's own traffic out of
+    /// the tunnel. 0 clears the mark.
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        socket2::SockRef::from(&self.socket).set_mark(mark)
+    }
+
+    /// Most segments one GSO send may carry (1 when the kernel has no UDP GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` to `to`: one datagram, or with `segment_size` a run of datagrams of that size
+    /// (the last may be shorter) in one system call.
+    pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
+        let destination = self.outgoing(to);
+        let transmit = Transmit { destination, ecn: None, contents, segment_size, src_ip: None };
+        self.state.try_send(UdpSockRef::from(&self.socket), &transmit)
+    }
+
+    /// Receives into `bufs`; entry `i` of `meta` says how many bytes landed in `bufs[i]` and at which
+    /// stride they split into datagrams. Returns the number of buffers filled; `WouldBlock`/`TimedOut`
+    /// after the receive timeout.
+    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        let n = self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)?;
+        for m in &mut meta[..n] {
+            m.addr = canonical(m.addr);
+        }
+        Ok(n)
+    }
+
+    fn outgoing(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            other => other,
+        }
+    }
+}
+
+fn bind_dual_stack(port: u16) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    Ok(socket)
+}
+
+/// As root, lifts the buffers past `net.core.*mem_max` (`SO_SNDBUFFORCE`/`SO_RCVBUFFORCE`); a failure
+/// only means the kernel's cap applies.
+fn force_buffer_sizes(socket: &Socket) {
+    use std::os::fd::AsRawFd;
+    let size = SOCKET_BUFFER as libc::c_int;
+    for option in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+        // SAFETY: the fd is a live socket owned by `socket`, and the option value is a c_int whose
+        // address and size are passed correctly.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// An address as the peer sees itself: IPv4 peers on the dual-stack socket arrive v4-mapped.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:51820".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:51820".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:51820".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn loopback_round_trip_with_segments() {
+        let a = Udp::bind(0).unwrap();
+        let b = Udp::bind(0).unwrap();
+        let to: SocketAddr = (Ipv4Addr::LOCALHOST, b.port()).into();
+        // Three datagrams of 100 bytes and one of 40, in one call when GSO is there.
+        let mut contents = Vec::new();
+        for i in 0..3u8 {
+            contents.extend_from_slice(&[i; 100]);
+        }
+        contents.extend_from_slice(&[9; 40]);
+        a.send(to, &contents, Some(100)).unwrap();
+
+        let mut storage = vec![0u8; RECV_BUF * RECV_BATCH];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
+        let mut meta = vec![RecvMeta::default(); RECV_BATCH];
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let n = b.recv(&mut bufs, &mut meta).unwrap();
+            for (buf, m) in bufs.iter().zip(&meta).take(n) {
+                assert_eq!(m.addr, SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())));
+                for datagram in buf[..m.len].chunks(m.stride) {
+                    got.push(datagram.to_vec());
+                }
+            }
+        }
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![100, 100, 100, 40]);
+        assert_eq!(got[3], vec![9; 40]);
+    }
+}
