@@ -214,7 +214,10 @@ impl Netns {
 impl Drop for Inner {
     fn drop(&mut self) {
         // A daemon that outlived its guard would keep the namespace alive after `ip netns del`.
-        let pids = Command::new("ip").args(["netns", "pids", &self.name]).output();
+        let pids = run_checked(
+            Command::new("ip").args(["netns", "pids", &self.name]),
+            COMMAND_TIMEOUT,
+        );
         if let Ok(out) = pids {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse() {

@@ -142,9 +142,23 @@ pub fn display_command(cmd: &Command) -> String {
 /// Runs `cmd` to completion or kills it (and anything it started) after `timeout`.
 /// Returns the output whatever the exit status; see [`run_checked`].
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, CmdError> {
+    run_bounded_with_input(cmd, None, timeout)
+}
+
+/// [`run_bounded`] with `input` written to the command's standard input.
+pub fn run_bounded_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, CmdError> {
     let shown = display_command(cmd);
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     // Its own process group, so that a timeout also kills whatever the command forked.
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -152,6 +166,13 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, CmdEr
         cmd: shown.clone(),
         error,
     })?;
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A thread, so a command that never reads cannot block us on a full pipe.
+        thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut pipe, &input);
+        });
+    }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = now() + timeout;
@@ -184,8 +205,17 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, CmdEr
 
 /// [`run_bounded`], and a non-zero exit is an error too.
 pub fn run_checked(cmd: &mut Command, timeout: Duration) -> Result<Output, CmdError> {
+    run_checked_with_input(cmd, None, timeout)
+}
+
+/// [`run_bounded_with_input`], and a non-zero exit is an error too.
+pub fn run_checked_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, CmdError> {
     let shown = display_command(cmd);
-    let output = run_bounded(cmd, timeout)?;
+    let output = run_bounded_with_input(cmd, input, timeout)?;
     if output.status.success() {
         Ok(output)
     } else {
@@ -364,6 +394,17 @@ mod tests {
             CmdError::Timeout { stdout, .. } => assert_eq!(stdout.trim(), "started"),
             other => panic!("expected a timeout, got {other}"),
         }
+    }
+
+    #[test]
+    fn run_checked_feeds_stdin() {
+        let out = run_checked_with_input(
+            Command::new("tr").args(["a-z", "A-Z"]),
+            Some(b"abc"),
+            COMMAND_TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"ABC");
     }
 
     #[test]

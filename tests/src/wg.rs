@@ -14,7 +14,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::netns::Netns;
-use crate::process::{Background, COMMAND_TIMEOUT, run_checked, try_wait_until, wait_until};
+use crate::process::{
+    Background, COMMAND_TIMEOUT, run_checked, run_checked_with_input, try_wait_until, wait_until,
+};
 use crate::{Lab, addr, tools};
 
 /// Where every userspace WireGuard puts its control socket.
@@ -136,32 +138,20 @@ impl KeyPair {
             .expect("wg genkey prints base64")
             .trim()
             .to_owned();
-        let public = pipe_into(&wg, "pubkey", &private);
+        let input = format!("{private}\n");
+        let public = run_checked_with_input(
+            Command::new(&wg).arg("pubkey"),
+            Some(input.as_bytes()),
+            COMMAND_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stdout;
+        let public = String::from_utf8(public)
+            .expect("wg pubkey prints base64")
+            .trim()
+            .to_owned();
         KeyPair { private, public }
     }
-}
-
-fn pipe_into(program: &Path, arg: &str, input: &str) -> String {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(program)
-        .arg(arg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} {arg}: {e}", program.display()));
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin
-        .write_all(input.as_bytes())
-        .and_then(|()| stdin.write_all(b"\n"))
-        .expect("write to wg");
-    drop(stdin);
-    let out = child.wait_with_output().expect("wg pubkey runs");
-    assert!(out.status.success(), "wg {arg} failed: {}", out.status);
-    String::from_utf8(out.stdout)
-        .expect("wg prints base64")
-        .trim()
-        .to_owned()
 }
 
 /// How one peer is told about another.
