@@ -1,2 +1,18 @@
-//! The sans-IO mesh core: per-peer state machines composed from `meshd-crypto` and `meshd-routing`,
-//! driven by `handle_*` calls with `now` passed in and drained with `poll_*`. No IO, no clock.
+//! The sans-IO core of a meshd interface: per-peer state machines composed from `meshd-crypto` and
+//! `meshd-routing`, driven by `handle_*` calls with `now` passed in and drained with `poll_*`.
+//!
+//! Contract: nothing here does IO, spawns a thread or reads a clock (CI greps for it); time comes in as
+//! arguments and randomness from a seeded RNG, so the simulation tests in `tests/` replay exactly.
+
+mod activity;
+mod drop;
+mod event;
+#[allow(clippy::module_inception)]
+mod node;
+mod peer;
+
+pub use activity::Activity;
+pub use drop::{DropCounters, DropReason};
+pub use event::Event;
+pub use node::{HANDSHAKE_QUEUE, Node};
+pub use peer::{MAX_QUEUED, PeerId};

@@ -5,13 +5,19 @@ use std::time::{Instant, SystemTime};
 
 /// The monotonic time now.
 pub fn now() -> Instant {
-    #[expect(clippy::disallowed_methods, reason = "the single place the daemon reads the monotonic clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the single place the daemon reads the monotonic clock"
+    )]
     Instant::now()
 }
 
 /// The wall-clock time now: for the handshake's TAI64N timestamp and the last-handshake time `wg show`
 /// prints, never for timers.
 pub fn wall() -> SystemTime {
-    #[expect(clippy::disallowed_methods, reason = "the single place the daemon reads the wall clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the single place the daemon reads the wall clock"
+    )]
     SystemTime::now()
 }

@@ -65,12 +65,20 @@ impl Tun {
 
     /// Waits up to `timeout_ms` (negative: forever) until a packet can be read. Returns false on timeout.
     pub fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut pfd = libc::pollfd { fd: self.dev.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.dev.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: `pfd` is a valid, initialised pollfd and the count passed is 1.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if n < 0 {
             let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) };
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            };
         }
         if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "TUN device is gone"));
@@ -107,7 +115,9 @@ impl Tun {
         if batch.len == 0 {
             return Ok(());
         }
-        let result = self.dev.send_multiple(&mut batch.gro, &mut batch.bufs[..batch.len], WRITE_OFFSET);
+        let result = self
+            .dev
+            .send_multiple(&mut batch.gro, &mut batch.bufs[..batch.len], WRITE_OFFSET);
         batch.len = 0;
         result.map(|_| ())
     }
@@ -203,7 +213,9 @@ pub struct WriteBatch {
 impl Default for WriteBatch {
     fn default() -> Self {
         WriteBatch {
-            bufs: (0..BATCH).map(|_| Vec::with_capacity(WRITE_OFFSET + MAX_SUPER_PACKET)).collect(),
+            bufs: (0..BATCH)
+                .map(|_| Vec::with_capacity(WRITE_OFFSET + MAX_SUPER_PACKET))
+                .collect(),
             gro: GROTable::default(),
             len: 0,
         }
@@ -226,7 +238,9 @@ impl WriteBatch {
     /// Queues a copy of `packet`. The caller flushes with [`Tun::send`] when the batch is full.
     pub fn push(&mut self, packet: &[u8]) {
         debug_assert!(!self.is_full(), "flush a full WriteBatch before pushing");
-        let Some(buf) = self.bufs.get_mut(self.len) else { return };
+        let Some(buf) = self.bufs.get_mut(self.len) else {
+            return;
+        };
         buf.clear();
         buf.resize(WRITE_OFFSET, 0);
         buf.extend_from_slice(packet);

@@ -54,7 +54,12 @@ impl Udp {
         socket.set_nonblocking(false)?;
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
         let port = socket.local_addr()?.port();
-        Ok(Udp { socket, state, port, dual_stack })
+        Ok(Udp {
+            socket,
+            state,
+            port,
+            dual_stack,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -76,7 +81,13 @@ impl Udp {
     /// (the last may be shorter) in one system call.
     pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
         let destination = self.outgoing(to);
-        let transmit = Transmit { destination, ecn: None, contents, segment_size, src_ip: None };
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
         self.state.try_send(UdpSockRef::from(&self.socket), &transmit)
     }
 
@@ -177,7 +188,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![100, 100, 100, 40]);
+        assert_eq!(
+            got.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![100, 100, 100, 40]
+        );
         assert_eq!(got[3], vec![9; 40]);
     }
 }

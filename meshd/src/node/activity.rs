@@ -1,0 +1,25 @@
+//! What the data path did for a peer since the last report: the control path turns it into timer
+//! events. The data threads record it in atomics; the shell drains them into one [`Activity`] per peer.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The last data message (not a keepalive) sent.
+    pub data_sent: Option<Instant>,
+    /// The last data message (not a keepalive) received and authenticated.
+    pub data_received: Option<Instant>,
+    /// The last authenticated message of any kind received (data or keepalive).
+    pub authenticated_received: Option<Instant>,
+    /// A session asked for a new handshake (REKEY_AFTER_MESSAGES, or an initiator's REKEY_AFTER_TIME).
+    pub rekey_wanted: Option<Instant>,
+    /// The source of the newest authenticated data: the peer may have roamed there.
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Activity {
+    pub fn is_empty(&self) -> bool {
+        *self == Activity::default()
+    }
+}

@@ -1,0 +1,167 @@
+//! Why a packet was dropped. Every drop in the daemon names one of these and bumps its counter; the
+//! counters map one-to-one onto log lines and, later, metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A reason a packet or message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    // From the TUN side.
+    /// Not an IPv4 or IPv6 packet.
+    NotIp,
+    /// No peer's allowed IPs contain the destination.
+    NoRoute,
+    /// The peer has no endpoint to send to.
+    NoEndpoint,
+    /// Too many packets waiting for a handshake; the oldest went.
+    QueueFull,
+    /// The handshake went unanswered for REKEY_ATTEMPT_TIME; the waiting packets went.
+    HandshakeGaveUp,
+    /// Sending on the UDP socket failed.
+    SendFailed,
+
+    // From the UDP side.
+    /// Not a message of the WireGuard protocol (type, length or reserved bytes).
+    Malformed,
+    /// A data message for a receiver index that names no live session.
+    UnknownIndex,
+    /// A data message with a counter already seen or older than the replay window.
+    Replayed,
+    /// A data message whose tag did not verify.
+    DecryptFailed,
+    /// A data message on a session past REJECT_AFTER_TIME.
+    SessionExpired,
+    /// A decrypted packet that is not IP.
+    InnerNotIp,
+    /// A decrypted packet whose source is not in the sending peer's allowed IPs (cryptokey routing).
+    SourceNotAllowed,
+    /// Writing to the TUN device failed.
+    TunWriteFailed,
+    /// A handshake message with a wrong `mac1`.
+    BadMac1,
+    /// A handshake message dropped because the responder is under load and the source is over its rate.
+    RateLimited,
+    /// A handshake message answered with a cookie reply instead of being processed (under load).
+    CookieSent,
+    /// An initiation from a key that is not a configured peer.
+    UnknownPeer,
+    /// A handshake message that failed to decrypt or authenticate, or replayed a timestamp.
+    HandshakeFailed,
+    /// A cookie reply that did not decrypt or answered nothing outstanding.
+    BadCookie,
+    /// A message arrived before a private key was configured.
+    NoPrivateKey,
+    /// The queue of handshake messages waiting for the control thread was full.
+    HandshakeQueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 22] = [
+        DropReason::NotIp,
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::QueueFull,
+        DropReason::HandshakeGaveUp,
+        DropReason::SendFailed,
+        DropReason::Malformed,
+        DropReason::UnknownIndex,
+        DropReason::Replayed,
+        DropReason::DecryptFailed,
+        DropReason::SessionExpired,
+        DropReason::InnerNotIp,
+        DropReason::SourceNotAllowed,
+        DropReason::TunWriteFailed,
+        DropReason::BadMac1,
+        DropReason::RateLimited,
+        DropReason::CookieSent,
+        DropReason::UnknownPeer,
+        DropReason::HandshakeFailed,
+        DropReason::BadCookie,
+        DropReason::NoPrivateKey,
+        DropReason::HandshakeQueueFull,
+    ];
+
+    /// A stable snake_case name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NotIp => "not_ip",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::QueueFull => "queue_full",
+            DropReason::HandshakeGaveUp => "handshake_gave_up",
+            DropReason::SendFailed => "send_failed",
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownIndex => "unknown_index",
+            DropReason::Replayed => "replayed",
+            DropReason::DecryptFailed => "decrypt_failed",
+            DropReason::SessionExpired => "session_expired",
+            DropReason::InnerNotIp => "inner_not_ip",
+            DropReason::SourceNotAllowed => "source_not_allowed",
+            DropReason::TunWriteFailed => "tun_write_failed",
+            DropReason::BadMac1 => "bad_mac1",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::CookieSent => "cookie_sent",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::NoPrivateKey => "no_private_key",
+            DropReason::HandshakeQueueFull => "handshake_queue_full",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One counter per [`DropReason`], shared by the data threads (relaxed atomics: counts, not order).
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    counts: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl DropCounters {
+    pub fn add(&self, reason: DropReason, n: u64) {
+        self.counts[reason.slot()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason.slot()].load(Ordering::Relaxed)
+    }
+
+    /// The nonzero counters, in declaration order.
+    pub fn nonzero(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_slot_and_name() {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.slot(), i, "{r:?} is out of order in ALL");
+            assert!(names.insert(r.name()), "{r:?} shares a name");
+        }
+    }
+
+    #[test]
+    fn counters_count() {
+        let c = DropCounters::default();
+        c.add(DropReason::Replayed, 2);
+        c.add(DropReason::Replayed, 1);
+        c.add(DropReason::NoRoute, 5);
+        assert_eq!(c.get(DropReason::Replayed), 3);
+        assert_eq!(
+            c.nonzero(),
+            vec![(DropReason::NoRoute, 5), (DropReason::Replayed, 3)]
+        );
+    }
+}
