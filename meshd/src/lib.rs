@@ -7,3 +7,4 @@
 pub mod node;
 pub mod sys;
 pub mod uapi;
+pub mod wg;

@@ -4,5 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod process;
+pub mod random;
 pub mod tun;
 pub mod udp;

@@ -14,9 +14,13 @@ use std::os::fd::AsRawFd;
 use meshd_packet::{HEADROOM, TAILROOM};
 use tun_rs::{DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-/// Packets one read batch holds: tun-rs's ideal batch, enough for a 64 KiB super-packet at any MTU
-/// above 512.
-pub const BATCH: usize = IDEAL_BATCH_SIZE;
+/// Packets one read batch holds: twice tun-rs's ideal batch, so a batch can take a 64 KiB super-packet
+/// (tun-rs refuses one with more segments than free slots) even after small packets were read.
+pub const BATCH: usize = 2 * IDEAL_BATCH_SIZE;
+
+/// Free slots below which [`Tun::recv`] reads no more into a batch: a super-packet of a TCP flow with an
+/// MSS of 512 bytes or more has at most this many segments.
+const SUPER_PACKET_SEGMENTS: usize = IDEAL_BATCH_SIZE;
 
 /// Room in front of every packet handed to [`Tun::send`]: the virtio-net header tun-rs writes there.
 pub const WRITE_OFFSET: usize = VIRTIO_NET_HDR_LEN;
@@ -91,7 +95,7 @@ impl Tun {
     pub fn recv(&self, batch: &mut ReadBatch) -> io::Result<usize> {
         let stride = batch.stride;
         let free = BATCH - batch.len;
-        if free == 0 {
+        if free < SUPER_PACKET_SEGMENTS {
             return Ok(0);
         }
         let start = batch.len * stride;
@@ -162,8 +166,9 @@ impl ReadBatch {
         self.len == 0
     }
 
+    /// True when [`Tun::recv`] would read no more into the batch.
     pub fn is_full(&self) -> bool {
-        self.len == BATCH
+        BATCH - self.len < SUPER_PACKET_SEGMENTS
     }
 
     pub fn clear(&mut self) {
@@ -202,6 +207,10 @@ impl ReadBatch {
     }
 }
 
+/// Packets one write batch holds (each buffer can grow to a whole super-packet, so this is kept at
+/// tun-rs's ideal batch).
+const WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
+
 /// Packets waiting to be written to the TUN device. Each buffer has capacity for a whole super-packet,
 /// because GRO appends the payloads of later packets of a flow to the first.
 pub struct WriteBatch {
@@ -213,7 +222,7 @@ pub struct WriteBatch {
 impl Default for WriteBatch {
     fn default() -> Self {
         WriteBatch {
-            bufs: (0..BATCH)
+            bufs: (0..WRITE_BATCH)
                 .map(|_| Vec::with_capacity(WRITE_OFFSET + MAX_SUPER_PACKET))
                 .collect(),
             gro: GROTable::default(),
@@ -232,7 +241,7 @@ impl WriteBatch {
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == BATCH
+        self.len == WRITE_BATCH
     }
 
     /// Queues a copy of `packet`. The caller flushes with [`Tun::send`] when the batch is full.

@@ -22,6 +22,9 @@ pub const RECV_BUF: usize = 65536;
 /// `net.core.{r,w}mem_max` unless the `FORCE` variants are allowed (root).
 const SOCKET_BUFFER: usize = 7 << 20;
 
+/// How long a send waits for room in a full socket buffer before the datagrams count as dropped.
+const SEND_WAIT: Duration = Duration::from_millis(100);
+
 /// How long a blocked receive waits before returning, so the receive thread notices a socket replaced
 /// by a new listen port or a shutdown.
 const RECV_TIMEOUT: Duration = Duration::from_millis(250);
@@ -50,9 +53,8 @@ impl Udp {
         force_buffer_sizes(&socket);
         let socket: UdpSocket = socket.into();
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-        // quinn-udp makes the socket non-blocking; the receive thread blocks instead, with a timeout.
-        socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+        // The socket stays non-blocking (quinn-udp sets it so): a blocking recvmmsg would wait for a
+        // whole batch of datagrams. Receivers and senders wait in poll(2) instead.
         let port = socket.local_addr()?.port();
         Ok(Udp {
             socket,
@@ -88,18 +90,53 @@ impl Udp {
             segment_size,
             src_ip: None,
         };
-        self.state.try_send(UdpSockRef::from(&self.socket), &transmit)
+        loop {
+            match self.state.try_send(UdpSockRef::from(&self.socket), &transmit) {
+                // The send buffer is full: wait for room rather than drop, so a fast TUN reader is
+                // paced by the network instead of losing packets.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(libc::POLLOUT, SEND_WAIT)? {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
-    /// Receives into `bufs`; entry `i` of `meta` says how many bytes landed in `bufs[i]` and at which
-    /// stride they split into datagrams. Returns the number of buffers filled; `WouldBlock`/`TimedOut`
-    /// after the receive timeout.
+    /// Waits for datagrams and receives what is queued into `bufs`; entry `i` of `meta` says how many
+    /// bytes landed in `bufs[i]` and at which stride they split into datagrams. Returns the number of
+    /// buffers filled; `TimedOut` when nothing came within the receive timeout.
     pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        if !self.wait(libc::POLLIN, RECV_TIMEOUT)? {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         let n = self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)?;
         for m in &mut meta[..n] {
             m.addr = canonical(m.addr);
         }
         Ok(n)
+    }
+
+    /// Waits until the socket is ready for `events`, at most `timeout`; false on timeout.
+    fn wait(&self, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid, initialised pollfd and the count passed is 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            };
+        }
+        Ok(n > 0)
     }
 
     fn outgoing(&self, to: SocketAddr) -> SocketAddr {

@@ -1,0 +1,123 @@
+//! A WireGuard interface served from userspace: the TUN device, the UDP socket, the TX and RX threads,
+//! the control loop with its [`Node`](crate::node::Node), and the configuration socket `wg(8)` uses.
+//!
+//! ```text
+//!   TUN --read--> [TX thread] seal --GSO--> UDP          (one thread per direction, no lock shared
+//!   TUN <-write-- [RX thread] open <--GRO-- UDP           between them per packet)
+//!                   |   ^ sessions, routes (atomic swap)
+//!   wg(8) <-> [control loop: Node, timers, handshakes] (tokio, this thread)
+//! ```
+
+pub mod control;
+pub mod rx;
+pub mod shared;
+pub mod tx;
+pub mod uapi_server;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::node::{HANDSHAKE_QUEUE, Node};
+use crate::sys::{clock, random, tun::Tun, udp::Udp};
+use control::Control;
+use shared::{Routes, Shared};
+
+/// The MTU a new interface starts with, as wireguard-go and wg-quick use (1500 minus 80 bytes for the
+/// IPv6 and UDP headers and WireGuard's overhead).
+pub const DEFAULT_MTU: u16 = 1420;
+
+/// Creates `name`, serves it until SIGTERM, SIGINT or the interface's deletion, then removes the
+/// device and the socket. `ready` runs once the configuration socket accepts connections.
+pub fn run(name: &str, ready: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let tun = Arc::new(
+        Tun::create(name, DEFAULT_MTU)
+            .with_context(|| format!("cannot create TUN device {name:?} (needs root and /dev/net/tun)"))?,
+    );
+    let name = tun.name().to_string();
+    if !tun.offload() {
+        tracing::warn!("the kernel refused TUN segmentation offload; throughput will be lower");
+    }
+    let udp = Udp::bind(0).context("cannot open a UDP socket")?;
+    let mut node = Node::new(random::seed(), usize::from(DEFAULT_MTU));
+    node.set_bound_port(udp.port());
+
+    let shared = Arc::new(Shared {
+        epoch: clock::now(),
+        routes: ArcSwap::from_pointee(Routes::default()),
+        udp: ArcSwap::from_pointee(udp),
+        drops: Default::default(),
+        mtu: AtomicUsize::new(usize::from(DEFAULT_MTU)),
+        stopping: AtomicBool::new(false),
+    });
+    let (msg_tx, msg_rx) = mpsc::channel(HANDSHAKE_QUEUE);
+    let (call_tx, call_rx) = mpsc::channel(16);
+    let (update_tx, update_rx) = std_mpsc::channel();
+    // A data thread that ends (the interface was deleted) stops the daemon.
+    let (gone_tx, mut gone_rx) = mpsc::channel::<String>(2);
+
+    let path = uapi_server::socket_path(&name);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _guard = runtime.enter();
+        uapi_server::bind(&path).with_context(|| format!("cannot serve {}", path.display()))?
+    };
+
+    spawn_data_thread("meshd-tx", gone_tx.clone(), {
+        let (tun, shared, msg_tx) = (Arc::clone(&tun), Arc::clone(&shared), msg_tx.clone());
+        move || tx::run(tun, shared, msg_tx)
+    })?;
+    spawn_data_thread("meshd-rx", gone_tx, {
+        let (tun, shared) = (Arc::clone(&tun), Arc::clone(&shared));
+        move || rx::run(tun, shared, msg_tx, update_rx)
+    })?;
+
+    tracing::info!("interface {name} is up; configure it with `wg set {name} ...`");
+    ready()?;
+    let control = Control::new(node, Arc::clone(&shared), update_tx);
+    runtime.block_on(async {
+        let server = tokio::spawn(uapi_server::serve(listener, call_tx));
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                Some(why) = gone_rx.recv() => tracing::info!("{why}: shutting down"),
+            }
+        };
+        control.run(msg_rx, call_rx, stop).await;
+        server.abort();
+    });
+    shared.stopping.store(true, Ordering::Relaxed);
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!("cannot remove {}: {e}", path.display());
+    }
+    // The TUN device goes with its last descriptor when the process exits; the data threads hold it
+    // and are left to die with the process rather than joined (they may sit in a blocking call).
+    Ok(())
+}
+
+fn spawn_data_thread(
+    name: &str,
+    gone: mpsc::Sender<String>,
+    body: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let thread = name.to_string();
+    std::thread::Builder::new()
+        .name(thread.clone())
+        .spawn(move || {
+            let why = match body() {
+                Ok(()) => format!("{thread} finished"),
+                Err(e) => format!("{thread}: {e} (was the interface deleted?)"),
+            };
+            let _ = gone.blocking_send(why);
+        })
+        .with_context(|| format!("cannot start thread {name}"))?;
+    Ok(())
+}
