@@ -66,7 +66,7 @@ pub struct TunnelPair {
     next_port: AtomicU16,
 }
 
-fn underlay_addr(side: Side, family: Family) -> IpAddr {
+pub fn underlay_addr(side: Side, family: Family) -> IpAddr {
     let text = match (side, family) {
         (Side::A, Family::V4) => "192.0.2.1",
         (Side::B, Family::V4) => "192.0.2.2",
@@ -87,7 +87,7 @@ pub fn tunnel_addr(side: Side, family: Family) -> IpAddr {
     addr::checked(text)
 }
 
-fn port(side: Side) -> u16 {
+pub fn port(side: Side) -> u16 {
     match side {
         Side::A => PORT_A,
         Side::B => PORT_B,
