@@ -284,3 +284,22 @@ fn removing_a_peer_forgets_its_sessions_and_routes() {
     sim.send_ip(0, a_to_b(2));
     assert!(sim.hosts[0].drops.contains(&DropReason::NoRoute));
 }
+
+#[test]
+fn under_load_a_responder_demands_a_cookie_and_then_completes() {
+    let mut sim = Sim::pair();
+    sim.handshake_backlog = meshd::node::HANDSHAKE_QUEUE;
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_secs(12));
+    // B answered the first initiation with a cookie reply (type 3), not a response; A's retry carries
+    // mac2 made with that cookie and is accepted.
+    let types: Vec<u8> = sim.wire_log.iter().map(|(_, _, _, t)| *t).collect();
+    let first_response = types.iter().position(|&t| t == 2).expect("a response was sent");
+    assert_eq!(
+        types[..first_response].iter().filter(|&&t| t == 3).count(),
+        1,
+        "{types:?}"
+    );
+    assert!(sim.hosts[1].drops.contains(&DropReason::CookieSent));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+}

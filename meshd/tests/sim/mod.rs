@@ -104,6 +104,9 @@ pub struct Sim {
     network: VecDeque<InFlight>,
     /// Decides per datagram (from, to, bytes) whether the network loses it.
     pub lose: LossFilter,
+    /// The handshake queue depth each host reports to its node (under load from 1/8 of
+    /// `meshd::node::HANDSHAKE_QUEUE`).
+    pub handshake_backlog: usize,
     /// Datagrams offered to the network (time, from, to, message type), for tests that look at the wire.
     pub wire_log: Vec<(Instant, SocketAddr, SocketAddr, u8)>,
 }
@@ -121,6 +124,7 @@ impl Sim {
             latency: Duration::from_millis(5),
             network: VecDeque::new(),
             lose: Box::new(|_, _, _| false),
+            handshake_backlog: 0,
             wire_log: Vec::new(),
         };
         sim.configure(0, b_pub, Some(b_addr), "10.0.0.2/32", 0);
@@ -279,9 +283,10 @@ impl Sim {
         let mut datagram = d.datagram;
         let is_data = matches!(wire::parse(&datagram), Ok(Message::Data { .. }));
         if !is_data {
+            let backlog = self.handshake_backlog;
             self.hosts[h]
                 .node
-                .handle_datagram(now, wall, d.from, &datagram, 0);
+                .handle_datagram(now, wall, d.from, &datagram, backlog);
             return self.pump();
         }
         let host = &mut self.hosts[h];
