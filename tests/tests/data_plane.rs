@@ -175,3 +175,31 @@ fn deleting_the_interface_stops_the_daemon() {
         });
     });
 }
+
+/// The packet that starts a handshake is held and delivered once the session exists, in both roles
+/// (WireGuard queues it; losing it would cost every new connection a retransmission).
+fn first_ping_arrives(a: WgImpl, b: WgImpl) {
+    e2e(|lab| {
+        let config = PairConfig {
+            underlay: Family::V4,
+            initiator: Initiator::Only(Side::A),
+        };
+        let pair = TunnelPair::up(lab, &a, &b, config);
+        let to = pair::tunnel_addr(Side::B, Family::V4);
+        pair.peer(Side::A)
+            .netns()
+            .ping_once(to)
+            .unwrap_or_else(|e| panic!("{} -> {}: first ping lost: {e}", a.name, b.name));
+        pair.shutdown_checked();
+    });
+}
+
+#[test]
+fn the_packet_that_starts_the_handshake_arrives_meshd_initiating() {
+    first_ping_arrives(WgImpl::meshd_wg(), WgImpl::wireguard_go());
+}
+
+#[test]
+fn the_packet_that_starts_the_handshake_arrives_meshd_responding() {
+    first_ping_arrives(WgImpl::wireguard_go(), WgImpl::meshd_wg());
+}

@@ -58,27 +58,6 @@ pub fn run(
         if shared.stopping.load(Ordering::Relaxed) {
             return Ok(());
         }
-        for update in updates.try_iter() {
-            match update {
-                RxUpdate::Add {
-                    peer,
-                    receiver,
-                    confirms,
-                } => {
-                    sessions.insert(
-                        receiver.local_index(),
-                        Session {
-                            peer,
-                            receiver,
-                            confirms,
-                        },
-                    );
-                }
-                RxUpdate::Remove { local_index } => {
-                    sessions.remove(&local_index);
-                }
-            }
-        }
         let udp = shared.udp.load_full();
         let n = {
             let mut bufs: [IoSliceMut<'_>; RECV_BATCH] = {
@@ -96,6 +75,10 @@ pub fn run(
                 }
             }
         };
+        // After the wait, not before: a session installed while this thread sat in recv must be known
+        // before the datagrams that use it (the control loop installs it before sending the handshake
+        // message that lets the peer use it, so draining here always sees it in time).
+        apply_updates(&updates, &mut sessions);
         let now = clock::now();
         let stamp = shared.stamp(now);
         let routes = shared.routes.load();
@@ -172,6 +155,30 @@ pub fn run(
             }
         }
         flush(&tun, &shared, &mut out)?;
+    }
+}
+
+fn apply_updates(updates: &UpdateReceiver<RxUpdate>, sessions: &mut HashMap<u32, Session>) {
+    for update in updates.try_iter() {
+        match update {
+            RxUpdate::Add {
+                peer,
+                receiver,
+                confirms,
+            } => {
+                sessions.insert(
+                    receiver.local_index(),
+                    Session {
+                        peer,
+                        receiver,
+                        confirms,
+                    },
+                );
+            }
+            RxUpdate::Remove { local_index } => {
+                sessions.remove(&local_index);
+            }
+        }
     }
 }
 
