@@ -249,3 +249,16 @@ impl TunnelPair {
         self.b.shutdown_checked();
     }
 }
+
+/// The whole scenario for one pair of implementations: pings both ways over both inner families, one
+/// bulk transfer each way (A -> B over IPv4, B -> A over IPv6) with checksums compared, the counters
+/// `wg show` reports, and a clean shutdown of both daemons.
+#[track_caller]
+pub fn full_check(lab: &Lab, a: &WgImpl, b: &WgImpl, config: PairConfig, bytes: u64, timeout: Duration) {
+    let pair = TunnelPair::up(lab, a, b, config);
+    pair.ping_both_ways();
+    pair.transfer(Side::A, Family::V4, bytes, timeout);
+    pair.transfer(Side::B, Family::V6, bytes, timeout);
+    pair.check_wg_show(bytes);
+    pair.shutdown_checked();
+}

@@ -9,12 +9,7 @@ use meshd_tests::{Family, Initiator, PairConfig, Side, TunnelPair, WgImpl, e2e};
 const MIB: u64 = 1 << 20;
 
 fn full_check(lab: &meshd_tests::Lab, a: &WgImpl, b: &WgImpl, config: PairConfig, bytes: u64) {
-    let pair = TunnelPair::up(lab, a, b, config);
-    pair.ping_both_ways();
-    pair.transfer(Side::A, Family::V4, bytes, Duration::from_secs(120));
-    pair.transfer(Side::B, Family::V6, bytes, Duration::from_secs(120));
-    pair.check_wg_show(bytes);
-    pair.shutdown_checked();
+    meshd_tests::pair::full_check(lab, a, b, config, bytes, Duration::from_secs(120));
 }
 
 #[test]

@@ -4,19 +4,14 @@
 
 use std::time::Duration;
 
-use meshd_tests::{Family, Initiator, PairConfig, Side, TunnelPair, WgImpl, e2e};
+use meshd_tests::{Family, Initiator, PairConfig, Side, WgImpl, e2e};
 
 const MIB: u64 = 1 << 20;
 
 /// Pings both ways over both inner families, one bulk transfer each way, the counters `wg show`
 /// reports, and a clean shutdown of both daemons.
 fn full_check(lab: &meshd_tests::Lab, a: &WgImpl, b: &WgImpl, config: PairConfig, bytes: u64) {
-    let pair = TunnelPair::up(lab, a, b, config);
-    pair.ping_both_ways();
-    pair.transfer(Side::A, Family::V4, bytes, Duration::from_secs(60));
-    pair.transfer(Side::B, Family::V6, bytes, Duration::from_secs(60));
-    pair.check_wg_show(bytes);
-    pair.shutdown_checked();
+    meshd_tests::pair::full_check(lab, a, b, config, bytes, Duration::from_secs(60));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use meshd_crypto::cookie::{CookieChecker, LoadMonitor, MacVerdict};
+use meshd_crypto::cookie::{CookieChecker, LoadMonitor, MacProtected, MacVerdict};
 use meshd_crypto::index::IndexTable;
 use meshd_crypto::noise::{self, Identity, PeerHandshake, Tai64N};
 use meshd_crypto::ratelimiter::RateLimiter;
@@ -171,6 +171,36 @@ impl Node {
         }
     }
 
+    /// The checks every handshake message passes before any expensive work: `mac1`, and under load a
+    /// valid `mac2` (else a cookie reply goes back) and the per-source rate limit. False drops it.
+    fn admit(&mut self, now: Instant, from: SocketAddr, msg: &impl MacProtected, queue_len: usize) -> bool {
+        let Some(checker) = &mut self.cookie_checker else {
+            return false;
+        };
+        let under_load = self.load.under_load(now, queue_len, HANDSHAKE_QUEUE);
+        match checker.check(msg, from, under_load, now, &mut self.rng) {
+            Err(_) => {
+                self.dropped(DropReason::BadMac1);
+                return false;
+            }
+            Ok(MacVerdict::SendCookie) => {
+                let reply = checker.create_reply(msg, from, now, &mut self.rng);
+                self.events.push_back(Event::Transmit {
+                    to: from,
+                    datagram: reply.as_bytes().to_vec(),
+                });
+                self.dropped(DropReason::CookieSent);
+                return false;
+            }
+            Ok(MacVerdict::Accept) => {}
+        }
+        if under_load && !self.rate_limiter.allow(from.ip(), now) {
+            self.dropped(DropReason::RateLimited);
+            return false;
+        }
+        true
+    }
+
     fn handle_initiation(
         &mut self,
         now: Instant,
@@ -178,25 +208,10 @@ impl Node {
         msg: &wire::HandshakeInitiation,
         queue_len: usize,
     ) {
-        let (Some(identity), Some(checker)) = (&self.identity, &mut self.cookie_checker) else {
+        if !self.admit(now, from, msg, queue_len) {
             return;
-        };
-        let under_load = self.load.under_load(now, queue_len, HANDSHAKE_QUEUE);
-        match checker.check(msg, from, under_load, now, &mut self.rng) {
-            Err(_) => return self.dropped(DropReason::BadMac1),
-            Ok(MacVerdict::SendCookie) => {
-                let reply = checker.create_reply(msg, from, now, &mut self.rng);
-                self.events.push_back(Event::Transmit {
-                    to: from,
-                    datagram: reply.as_bytes().to_vec(),
-                });
-                return self.dropped(DropReason::CookieSent);
-            }
-            Ok(MacVerdict::Accept) => {}
         }
-        if under_load && !self.rate_limiter.allow(from.ip(), now) {
-            return self.dropped(DropReason::RateLimited);
-        }
+        let Some(identity) = &self.identity else { return };
         let Ok(incoming) = noise::begin_response(identity, msg) else {
             return self.dropped(DropReason::HandshakeFailed);
         };
@@ -262,25 +277,10 @@ impl Node {
         msg: &wire::HandshakeResponse,
         queue_len: usize,
     ) {
-        let (Some(identity), Some(checker)) = (&self.identity, &mut self.cookie_checker) else {
+        if !self.admit(now, from, msg, queue_len) {
             return;
-        };
-        let under_load = self.load.under_load(now, queue_len, HANDSHAKE_QUEUE);
-        match checker.check(msg, from, under_load, now, &mut self.rng) {
-            Err(_) => return self.dropped(DropReason::BadMac1),
-            Ok(MacVerdict::SendCookie) => {
-                let reply = checker.create_reply(msg, from, now, &mut self.rng);
-                self.events.push_back(Event::Transmit {
-                    to: from,
-                    datagram: reply.as_bytes().to_vec(),
-                });
-                return self.dropped(DropReason::CookieSent);
-            }
-            Ok(MacVerdict::Accept) => {}
         }
-        if under_load && !self.rate_limiter.allow(from.ip(), now) {
-            return self.dropped(DropReason::RateLimited);
-        }
+        let Some(identity) = &self.identity else { return };
         let index = msg.receiver_index.get();
         let Some(&id) = self.indices.get(index) else {
             return self.dropped(DropReason::HandshakeFailed);

@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod poll;
 pub mod process;
 pub mod random;
 pub mod tun;

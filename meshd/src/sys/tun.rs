@@ -9,7 +9,6 @@
 //! super-packet encrypt to datagrams of exactly `stride` bytes, back to back: a ready UDP GSO buffer.
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 use meshd_packet::{HEADROOM, TAILROOM};
 use tun_rs::{DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -69,25 +68,13 @@ impl Tun {
 
     /// Waits up to `timeout_ms` (negative: forever) until a packet can be read. Returns false on timeout.
     pub fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.dev.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid, initialised pollfd and the count passed is 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(err)
-            };
+        match super::poll::wait(&self.dev, libc::POLLIN, timeout_ms)? {
+            Some(revents) if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "TUN device is gone"))
+            }
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
-        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "TUN device is gone"));
-        }
-        Ok(n > 0)
     }
 
     /// Reads one packet or super-packet into `batch`, after the segments already there. Returns how many

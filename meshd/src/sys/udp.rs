@@ -120,23 +120,7 @@ impl Udp {
 
     /// Waits until the socket is ready for `events`, at most `timeout`; false on timeout.
     fn wait(&self, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-        use std::os::fd::AsRawFd;
-        let mut pfd = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid, initialised pollfd and the count passed is 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(err)
-            };
-        }
-        Ok(n > 0)
+        Ok(super::poll::wait(&self.socket, events, timeout.as_millis() as libc::c_int)?.is_some())
     }
 
     fn outgoing(&self, to: SocketAddr) -> SocketAddr {
