@@ -198,3 +198,36 @@ fn the_packet_that_starts_the_handshake_arrives_meshd_initiating() {
 fn the_packet_that_starts_the_handshake_arrives_meshd_responding() {
     first_ping_arrives(WgImpl::wireguard_go(), WgImpl::meshd_wg());
 }
+
+/// Without `-f`, meshd-wg returns once the interface is served and keeps running detached, as
+/// wg-quick expects of a userspace implementation.
+#[test]
+fn without_foreground_it_detaches_once_serving() {
+    e2e(|lab| {
+        let ns = lab.netns("bg");
+        let program = WgImpl::meshd_wg().program;
+        let program = program.to_str().expect("a UTF-8 path");
+        ns.run(&[program, "wg-bg"]);
+        // The command has returned: the interface and its socket must already exist.
+        assert!(
+            ns.has_link("wg-bg"),
+            "the interface exists when the command returns"
+        );
+        let socket = meshd_tests::wg::socket_path("wg-bg");
+        assert!(
+            socket.exists(),
+            "the UAPI socket is served when the command returns"
+        );
+        let show = ns.run(&["wg", "show", "wg-bg", "listen-port"]);
+        assert!(
+            show.trim().parse::<u16>().is_ok(),
+            "wg talks to the detached daemon: {show:?}"
+        );
+        ns.ip(&["link", "del", "wg-bg"]);
+        meshd_tests::wait_until(
+            "the detached daemon to remove its socket",
+            Duration::from_secs(5),
+            || !socket.exists(),
+        );
+    });
+}
