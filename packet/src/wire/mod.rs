@@ -12,6 +12,7 @@
 mod cookie;
 mod data;
 mod handshake;
+pub mod meshd;
 
 pub use cookie::CookieReply;
 pub use data::DataHeader;
