@@ -4,6 +4,7 @@
 //! `sys/` is the only place with operating-system calls and `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod controller;
 pub mod node;
 pub mod sys;
 pub mod uapi;

@@ -1,0 +1,2 @@
+//! The mesh controller's state.
+pub mod alloc;
