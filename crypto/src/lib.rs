@@ -31,6 +31,7 @@ pub mod noise;
 pub mod primitives;
 pub mod ratelimiter;
 pub mod replay;
+pub mod sealed;
 pub mod session;
 pub mod timers;
 
