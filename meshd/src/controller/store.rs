@@ -1,0 +1,924 @@
+//! The controller's database: networks, members and join tokens in one SQLite file.
+//!
+//! # Durability contract
+//!
+//! When a method that writes returns `Ok`, the change is on disk: it survives `kill -9` of the daemon
+//! and a power loss. A method that returns `Err` changed nothing. Each operation is one transaction.
+//!
+//! How: the database runs in WAL mode with `synchronous=FULL`, so every commit appends to the
+//! write-ahead log and fsyncs it before `COMMIT` returns. (`synchronous=NORMAL` would skip that fsync: it
+//! survives a crashed process but may lose the last commits on power loss, which would break "a joined
+//! node keeps its address". Writes here are operator actions and joins, a few a second at most, so the
+//! fsync per commit costs nothing that matters; the frequent `last_seen` updates are batched into one
+//! transaction by [`Store::record_seen`].) WAL also lets readers run beside the writer without blocking.
+//! Write transactions start `IMMEDIATE`, taking the write lock before reading, so the check-then-write of
+//! a join cannot interleave with another writer (a second process opening the same file, say).
+//!
+//! The file is created `0600`: it holds no secrets (tokens are stored hashed), but it does map keys to
+//! names and addresses, which is nobody else's business.
+//!
+//! # Schema
+//!
+//! Versioned with `PRAGMA user_version`: [`MIGRATIONS`] is an ordered list of SQL scripts, and opening
+//! the store applies those not yet applied, each in its own transaction together with the version bump,
+//! so a crash mid-migration leaves the previous version intact. A database from a newer meshd (a version
+//! beyond the list) is refused, not guessed at. Times are Unix seconds (`datetime(x, 'unixepoch')` in
+//! the `sqlite3` shell reads them); addresses and blocks are text in their canonical form, so the
+//! `UNIQUE` constraints on addresses are a second guard behind the allocator.
+
+use core::fmt;
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use meshd_crypto::PublicKey;
+use meshd_packet::{Ipv4Prefix, Ipv6Prefix};
+use rand_core::{CryptoRng, RngCore};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::alloc::{AddressPlan, AllocError};
+use super::token::{
+    JoinKind, JoinToken, TokenError, TokenHash, TokenId, TokenLimits, TokenPolicy, TokenString,
+    from_unix_secs, unix_secs,
+};
+
+/// The database's file name inside the state directory.
+pub const DB_FILE: &str = "controller.db";
+
+/// The smallest MTU a network may have; IPv6 needs 1280 (RFC 8200), IPv4 alone 576 (RFC 791).
+pub const MIN_MTU_V6: u16 = 1280;
+pub const MIN_MTU_V4: u16 = 576;
+
+/// The schema, one script per version: script `i` takes the database from version `i` to `i + 1`.
+/// Append only; never edit a script that has shipped.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: networks, members, tokens.
+    "CREATE TABLE networks (
+        id                 INTEGER PRIMARY KEY,
+        name               TEXT    NOT NULL UNIQUE,
+        ipv4_block         TEXT    NOT NULL,
+        ipv6_block         TEXT,
+        mtu                INTEGER NOT NULL,
+        reserve_controller INTEGER NOT NULL,
+        created            INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE members (
+        id            INTEGER PRIMARY KEY,
+        network_id    INTEGER NOT NULL REFERENCES networks(id),
+        public_key    BLOB    NOT NULL CHECK (length(public_key) = 32),
+        name          TEXT    NOT NULL,
+        authorized    INTEGER NOT NULL,
+        ipv4          TEXT    NOT NULL,
+        ipv6          TEXT,
+        created       INTEGER NOT NULL,
+        last_seen     INTEGER,
+        last_endpoint TEXT,
+        UNIQUE (network_id, public_key),
+        UNIQUE (network_id, ipv4),
+        UNIQUE (network_id, ipv6)
+    ) STRICT;
+    CREATE TABLE tokens (
+        id         BLOB    PRIMARY KEY CHECK (length(id) = 8),
+        network_id INTEGER NOT NULL REFERENCES networks(id),
+        hash       BLOB    NOT NULL CHECK (length(hash) = 32),
+        max_uses   INTEGER CHECK (max_uses > 0),
+        uses_left  INTEGER CHECK (uses_left >= 0),
+        expires    INTEGER,
+        revoked    INTEGER NOT NULL DEFAULT 0,
+        created    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tokens_by_network ON tokens (network_id);",
+];
+
+/// Why a store operation failed. Nothing was changed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The join token was refused.
+    Token(TokenError),
+    /// The network has no address left, or its block is too small.
+    Alloc(AllocError),
+    NetworkExists(String),
+    NoSuchNetwork(String),
+    NoSuchMember {
+        network: String,
+        key: PublicKey,
+    },
+    NoSuchToken(TokenId),
+    /// An argument that cannot be stored (an empty name, an MTU of 10); the text says which and why.
+    Invalid(String),
+    /// The database was written by a newer meshd.
+    NewerSchema {
+        found: u32,
+        known: u32,
+    },
+    /// A stored value does not parse: the file was edited by hand or damaged.
+    Corrupt(String),
+    Sqlite(rusqlite::Error),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Token(e) => e.fmt(f),
+            StoreError::Alloc(e) => e.fmt(f),
+            StoreError::NetworkExists(name) => write!(
+                f,
+                "a network named {name:?} exists already; pick another name, or see it with \
+                 `meshd network show {name}`"
+            ),
+            StoreError::NoSuchNetwork(name) => write!(
+                f,
+                "there is no network named {name:?}; `meshd network list` shows the ones there are"
+            ),
+            StoreError::NoSuchMember { network, key } => write!(
+                f,
+                "key {} is not a member of network {network:?}; `meshd member list` shows the \
+                 members",
+                key.fingerprint()
+            ),
+            StoreError::NoSuchToken(id) => write!(
+                f,
+                "there is no token with id {id}; `meshd token list` shows the tokens"
+            ),
+            StoreError::Invalid(why) => f.write_str(why),
+            StoreError::NewerSchema { found, known } => write!(
+                f,
+                "the controller database has schema version {found}, but this meshd knows only up \
+                 to {known}; run a newer meshd (the file was left untouched)"
+            ),
+            StoreError::Corrupt(what) => write!(
+                f,
+                "the controller database holds a value that does not parse ({what}); restore it \
+                 from a backup"
+            ),
+            StoreError::Sqlite(e) => write!(f, "controller database: {e}"),
+            StoreError::Io(e) => write!(f, "controller state directory: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Token(e) => Some(e),
+            StoreError::Alloc(e) => Some(e),
+            StoreError::Sqlite(e) => Some(e),
+            StoreError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => StoreError::Corrupt(inner.to_string()),
+            e => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
+
+impl From<TokenError> for StoreError {
+    fn from(e: TokenError) -> Self {
+        StoreError::Token(e)
+    }
+}
+
+impl From<AllocError> for StoreError {
+    fn from(e: AllocError) -> Self {
+        StoreError::Alloc(e)
+    }
+}
+
+/// What `meshd network create` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub ipv4: Ipv4Prefix,
+    pub ipv6: Option<Ipv6Prefix>,
+    pub mtu: u16,
+    /// Keep the first usable address of each block for the controller's own node.
+    pub reserve_controller: bool,
+}
+
+/// A network as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub plan: AddressPlan,
+    pub mtu: u16,
+    pub created: SystemTime,
+}
+
+impl Network {
+    pub fn ipv4(&self) -> Ipv4Prefix {
+        self.plan.v4_block()
+    }
+
+    pub fn ipv6(&self) -> Option<Ipv6Prefix> {
+        self.plan.v6_block()
+    }
+}
+
+/// A member of a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub network: String,
+    pub public_key: PublicKey,
+    pub name: String,
+    pub authorized: bool,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    pub created: SystemTime,
+    pub last_seen: Option<SystemTime>,
+    pub last_endpoint: Option<SocketAddr>,
+}
+
+/// A token as `meshd token list` shows it: everything but the secret, which is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub network: String,
+    /// The uses it was created with; `None`: unlimited.
+    pub max_uses: Option<u32>,
+    pub limits: TokenLimits,
+    pub created: SystemTime,
+}
+
+/// The result of a successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub network: Network,
+    pub member: Member,
+    /// `false` when the key was a member already and nothing changed.
+    pub new: bool,
+}
+
+/// A member seen on the wire: when, and from where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting {
+    pub public_key: PublicKey,
+    pub at: SystemTime,
+    /// `None` keeps the last endpoint stored.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// The controller's state, open on one database file.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/controller.db` and brings its schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(state_dir, MIGRATIONS)
+    }
+
+    fn open_with(state_dir: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
+        fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        // Create the file ourselves so that it is 0600 from the first byte; SQLite gives the -wal and
+        // -shm files the mode of the database file.
+        let created = !path.exists();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut conn = Connection::open(&path)?;
+        // Another process holding the write lock (an admin tool, a second daemon by mistake) makes us
+        // wait a little rather than fail at once.
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid(format!(
+                "{} cannot use write-ahead logging (journal mode stays {mode:?}); put the state \
+                 directory on a local file system",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn, migrations)?;
+        if created {
+            // The new file's directory entry must reach the disk too, or a power loss right after the
+            // first acknowledged write could leave no file at all.
+            fs::File::open(state_dir)?.sync_all()?;
+        }
+        Ok(Store { conn, path })
+    }
+
+    /// The path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version the file is at.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    // ---- networks ----
+
+    pub fn create_network(&mut self, spec: &NetworkSpec, now: SystemTime) -> Result<Network, StoreError> {
+        check_name("network", &spec.name, true)?;
+        // Refuse a block that leaves no address for members now, not at the first join.
+        AddressPlan::new(spec.ipv4, spec.ipv6, spec.reserve_controller)?;
+        let min_mtu = if spec.ipv6.is_some() {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU_V4
+        };
+        if spec.mtu < min_mtu {
+            return Err(StoreError::Invalid(format!(
+                "an MTU of {} is below the {min_mtu} the network's address families need",
+                spec.mtu
+            )));
+        }
+        let tx = self.write()?;
+        if network_id(&tx, &spec.name)?.is_some() {
+            return Err(StoreError::NetworkExists(spec.name.clone()));
+        }
+        tx.execute(
+            "INSERT INTO networks (name, ipv4_block, ipv6_block, mtu, reserve_controller, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                spec.name,
+                spec.ipv4.to_string(),
+                spec.ipv6.map(|p| p.to_string()),
+                spec.mtu,
+                spec.reserve_controller,
+                unix_secs(now),
+            ],
+        )?;
+        let network = load_network(&tx, &spec.name)?;
+        tx.commit()?;
+        Ok(network)
+    }
+
+    /// Every network, by name.
+    pub fn networks(&self) -> Result<Vec<Network>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {NETWORK_COLUMNS} FROM networks ORDER BY name"))?;
+        let rows = stmt.query_map([], network_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn network(&self, name: &str) -> Result<Network, StoreError> {
+        load_network(&self.conn, name)
+    }
+
+    // ---- tokens ----
+
+    /// Makes a token for `network`. The returned text is the only copy of the secret: show it to the
+    /// operator once. `controller` is the controller's public key, which the token carries.
+    pub fn create_token(
+        &mut self,
+        network: &str,
+        controller: &PublicKey,
+        policy: TokenPolicy,
+        now: SystemTime,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(TokenInfo, TokenString), StoreError> {
+        if let Some(at) = policy.expires
+            && at <= now
+        {
+            return Err(StoreError::Invalid(
+                "the token would be expired already; give an expiry in the future".into(),
+            ));
+        }
+        let tx = self.write()?;
+        let network_id =
+            network_id(&tx, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.to_owned()))?;
+        let token = JoinToken::generate(*controller, rng);
+        let limits = TokenLimits::new(policy);
+        tx.execute(
+            "INSERT INTO tokens (id, network_id, hash, max_uses, uses_left, expires, revoked, created)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0, ?6)",
+            params![
+                &token.id().as_bytes()[..],
+                network_id,
+                &token.hash().as_bytes()[..],
+                limits.uses_left,
+                limits.expires.map(unix_secs),
+                unix_secs(now),
+            ],
+        )?;
+        let info = load_token(&tx, token.id())?.0;
+        tx.commit()?;
+        Ok((info, token.encode()))
+    }
+
+    /// The tokens of `network`, newest first. Secrets are not stored, so none can be shown.
+    pub fn tokens(&self, network: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let network_id =
+            network_id(&self.conn, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.to_owned()))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens JOIN networks n ON n.id = tokens.network_id
+             WHERE network_id = ?1 ORDER BY tokens.created DESC, tokens.id"
+        ))?;
+        let rows = stmt.query_map([network_id], |r| token_from_row(r).map(|(info, _)| info))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a token; later joins with it fail with [`TokenError::Revoked`]. Members that joined
+    /// with it stay. Revoking twice is not an error.
+    pub fn revoke_token(&mut self, id: TokenId) -> Result<TokenInfo, StoreError> {
+        let tx = self.write()?;
+        let changed = tx.execute(
+            "UPDATE tokens SET revoked = 1 WHERE id = ?1",
+            [&id.as_bytes()[..]],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchToken(id));
+        }
+        let info = load_token(&tx, id)?.0;
+        tx.commit()?;
+        Ok(info)
+    }
+
+    // ---- joining ----
+
+    /// Admits `public_key` to the token's network, atomically: checks the token, takes a use,
+    /// assigns addresses and records the member (authorized), or changes nothing and says why.
+    ///
+    /// A key that is already a member gets its existing membership back, unchanged (a deauthorized
+    /// member stays deauthorized), and no use is taken; the token must still be genuine, unrevoked
+    /// and unexpired (see [`JoinKind::Repeat`]).
+    pub fn join(
+        &mut self,
+        token: &str,
+        public_key: &PublicKey,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<Joined, StoreError> {
+        let token = JoinToken::parse(token)?;
+        check_name("member", name, false)?;
+        let tx = self.write()?;
+        let Some((info, hash, network_id)) = load_token(&tx, token.id()).optional()? else {
+            return Err(TokenError::Unknown.into());
+        };
+        if !hash.matches(&token) {
+            return Err(TokenError::Unknown.into());
+        }
+        let network = load_network(&tx, &info.network)?;
+        let existing = load_member(&tx, &network.name, public_key).optional()?;
+        let kind = match existing {
+            Some(_) => JoinKind::Repeat,
+            None => JoinKind::First,
+        };
+        info.limits.admit(now, kind)?;
+        if let Some(member) = existing {
+            return Ok(Joined {
+                network,
+                member,
+                new: false,
+            });
+        }
+
+        let (used_v4, used_v6) = used_addresses(&tx, network_id)?;
+        let ipv4 = network.plan.allocate_v4(&used_v4)?;
+        let ipv6 = network.plan.allocate_v6(&used_v6)?;
+        tx.execute(
+            "INSERT INTO members (network_id, public_key, name, authorized, ipv4, ipv6, created)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)",
+            params![
+                network_id,
+                &public_key.as_bytes()[..],
+                name,
+                ipv4.to_string(),
+                ipv6.map(|a| a.to_string()),
+                unix_secs(now),
+            ],
+        )?;
+        let mut limits = info.limits;
+        limits.consume();
+        tx.execute(
+            "UPDATE tokens SET uses_left = ?2 WHERE id = ?1",
+            params![&token.id().as_bytes()[..], limits.uses_left],
+        )?;
+        let member = load_member(&tx, &network.name, public_key)?;
+        tx.commit()?;
+        Ok(Joined {
+            network,
+            member,
+            new: true,
+        })
+    }
+
+    // ---- members ----
+
+    /// The members of `network`, by IPv4 address.
+    pub fn members(&self, network: &str) -> Result<Vec<Member>, StoreError> {
+        let network_id =
+            network_id(&self.conn, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.to_owned()))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members m JOIN networks n ON n.id = m.network_id
+             WHERE m.network_id = ?1"
+        ))?;
+        let rows = stmt.query_map([network_id], member_from_row)?;
+        let mut members: Vec<Member> = rows.collect::<Result<_, _>>()?;
+        // Text order would put 10.0.0.10 before 10.0.0.2.
+        members.sort_by_key(|m| m.ipv4);
+        Ok(members)
+    }
+
+    pub fn member(&self, network: &str, key: &PublicKey) -> Result<Member, StoreError> {
+        network_id(&self.conn, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.to_owned()))?;
+        load_member(&self.conn, network, key)
+            .optional()?
+            .ok_or_else(|| StoreError::NoSuchMember {
+                network: network.to_owned(),
+                key: *key,
+            })
+    }
+
+    /// Authorizes (`true`) or deauthorizes (`false`) a member. A deauthorized member keeps its
+    /// addresses, so authorizing it again restores it exactly.
+    pub fn set_authorized(
+        &mut self,
+        network: &str,
+        key: &PublicKey,
+        authorized: bool,
+    ) -> Result<Member, StoreError> {
+        let tx = self.write()?;
+        let changed = tx.execute(
+            "UPDATE members SET authorized = ?3
+             WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
+            params![network, &key.as_bytes()[..], authorized],
+        )?;
+        if changed == 0 {
+            return Err(no_member(&tx, network, key)?);
+        }
+        let member = load_member(&tx, network, key)?;
+        tx.commit()?;
+        Ok(member)
+    }
+
+    /// Removes a member; its addresses become free for the next join. To cut a machine off but keep
+    /// its addresses, deauthorize it instead.
+    pub fn remove_member(&mut self, network: &str, key: &PublicKey) -> Result<Member, StoreError> {
+        let tx = self.write()?;
+        let Some(member) = load_member(&tx, network, key).optional()? else {
+            return Err(no_member(&tx, network, key)?);
+        };
+        tx.execute(
+            "DELETE FROM members
+             WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
+            params![network, &key.as_bytes()[..]],
+        )?;
+        tx.commit()?;
+        Ok(member)
+    }
+
+    /// Records when (and from where) members of `network` were last seen, all in one transaction so
+    /// that a thousand keepalives cost one fsync. Keys that are not members are skipped; returns how
+    /// many members were updated.
+    pub fn record_seen(&mut self, network: &str, sightings: &[Sighting]) -> Result<usize, StoreError> {
+        let tx = self.write()?;
+        let network_id =
+            network_id(&tx, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.to_owned()))?;
+        let mut updated = 0;
+        {
+            let mut stmt = tx.prepare(
+                "UPDATE members
+                 SET last_seen = max(coalesce(last_seen, ?3), ?3),
+                     last_endpoint = coalesce(?4, last_endpoint)
+                 WHERE network_id = ?1 AND public_key = ?2",
+            )?;
+            for s in sightings {
+                updated += stmt.execute(params![
+                    network_id,
+                    &s.public_key.as_bytes()[..],
+                    unix_secs(s.at),
+                    s.endpoint.map(|e| e.to_string()),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(updated)
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    fn write(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+/// Applies the migrations the database has not seen, one transaction each.
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+    let known = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read inside the write lock: another process may have migrated since we last looked.
+        let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                found: version,
+                known,
+            });
+        }
+        let Some(script) = migrations.get(version as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(script)?;
+        // user_version lives in the database header, which is written in the same transaction.
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}
+
+/// Names are for humans and for the CLI's arguments: printable, not blank, not absurdly long.
+/// Network names also end up in file and interface names, so they are kept to `[A-Za-z0-9._-]`.
+fn check_name(what: &str, name: &str, strict: bool) -> Result<(), StoreError> {
+    const MAX: usize = 64;
+    let ok_char = |c: char| {
+        if strict {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+        } else {
+            !c.is_control()
+        }
+    };
+    let starts_well = name.chars().next().is_some_and(|c| c.is_alphanumeric());
+    if name.is_empty() || name.len() > MAX || !starts_well || !name.chars().all(ok_char) {
+        let allowed = if strict {
+            "letters, digits, '.', '_' and '-'"
+        } else {
+            "printable characters"
+        };
+        return Err(StoreError::Invalid(format!(
+            "{what} name {name:?} is not usable: it must start with a letter or digit and be at \
+             most {MAX} bytes of {allowed}"
+        )));
+    }
+    Ok(())
+}
+
+fn network_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row("SELECT id FROM networks WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?)
+}
+
+/// The error for a member that was not found: the network, or the member in it.
+fn no_member(conn: &Connection, network: &str, key: &PublicKey) -> Result<StoreError, StoreError> {
+    Ok(match network_id(conn, network)? {
+        None => StoreError::NoSuchNetwork(network.to_owned()),
+        Some(_) => StoreError::NoSuchMember {
+            network: network.to_owned(),
+            key: *key,
+        },
+    })
+}
+
+const NETWORK_COLUMNS: &str = "name, ipv4_block, ipv6_block, mtu, reserve_controller, created";
+
+fn load_network(conn: &Connection, name: &str) -> Result<Network, StoreError> {
+    conn.query_row(
+        &format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE name = ?1"),
+        [name],
+        network_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NoSuchNetwork(name.to_owned()))
+}
+
+fn network_from_row(r: &Row<'_>) -> rusqlite::Result<Network> {
+    let ipv4: Ipv4Prefix = parse_col(r, 1)?;
+    let ipv6: Option<Ipv6Prefix> = parse_opt_col(r, 2)?;
+    let plan = AddressPlan::new(ipv4, ipv6, r.get(4)?).map_err(|e| corrupt(1, e))?;
+    Ok(Network {
+        name: r.get(0)?,
+        plan,
+        mtu: r.get(3)?,
+        created: from_unix_secs(r.get(5)?),
+    })
+}
+
+const MEMBER_COLUMNS: &str = "n.name, m.public_key, m.name, m.authorized, m.ipv4, m.ipv6, \
+                              m.created, m.last_seen, m.last_endpoint";
+
+fn load_member(conn: &Connection, network: &str, key: &PublicKey) -> rusqlite::Result<Member> {
+    conn.query_row(
+        &format!(
+            "SELECT {MEMBER_COLUMNS} FROM members m JOIN networks n ON n.id = m.network_id
+             WHERE n.name = ?1 AND m.public_key = ?2"
+        ),
+        params![network, &key.as_bytes()[..]],
+        member_from_row,
+    )
+}
+
+fn member_from_row(r: &Row<'_>) -> rusqlite::Result<Member> {
+    let key: [u8; 32] = r.get(1)?;
+    Ok(Member {
+        network: r.get(0)?,
+        public_key: PublicKey::from_bytes(key),
+        name: r.get(2)?,
+        authorized: r.get(3)?,
+        ipv4: parse_col(r, 4)?,
+        ipv6: parse_opt_col(r, 5)?,
+        created: from_unix_secs(r.get(6)?),
+        last_seen: r.get::<_, Option<i64>>(7)?.map(from_unix_secs),
+        last_endpoint: parse_opt_col(r, 8)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "tokens.id, n.name, tokens.max_uses, tokens.uses_left, \
+                             tokens.expires, tokens.revoked, tokens.created, tokens.hash, \
+                             tokens.network_id";
+
+fn load_token(conn: &Connection, id: TokenId) -> rusqlite::Result<(TokenInfo, TokenHash, i64)> {
+    conn.query_row(
+        &format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens JOIN networks n ON n.id = tokens.network_id
+             WHERE tokens.id = ?1"
+        ),
+        [&id.as_bytes()[..]],
+        |r| {
+            let (info, hash) = token_from_row(r)?;
+            Ok((info, hash, r.get(8)?))
+        },
+    )
+}
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<(TokenInfo, TokenHash)> {
+    let id: [u8; 8] = r.get(0)?;
+    let hash: [u8; 32] = r.get(7)?;
+    let info = TokenInfo {
+        id: TokenId::from_bytes(id),
+        network: r.get(1)?,
+        max_uses: r.get(2)?,
+        limits: TokenLimits {
+            uses_left: r.get(3)?,
+            expires: r.get::<_, Option<i64>>(4)?.map(from_unix_secs),
+            revoked: r.get(5)?,
+        },
+        created: from_unix_secs(r.get(6)?),
+    };
+    Ok((info, TokenHash::from_bytes(hash)))
+}
+
+/// The addresses the members of a network hold.
+fn used_addresses(
+    conn: &Connection,
+    network_id: i64,
+) -> Result<(BTreeSet<Ipv4Addr>, BTreeSet<Ipv6Addr>), StoreError> {
+    let mut stmt = conn.prepare("SELECT ipv4, ipv6 FROM members WHERE network_id = ?1")?;
+    let mut rows = stmt.query([network_id])?;
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+    while let Some(r) = rows.next()? {
+        v4.insert(parse_col(r, 0)?);
+        if let Some(a) = parse_opt_col(r, 1)? {
+            v6.insert(a);
+        }
+    }
+    Ok((v4, v6))
+}
+
+fn parse_col<T>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = r.get(idx)?;
+    text.parse().map_err(|e| corrupt(idx, e))
+}
+
+fn parse_opt_col<T>(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: Option<String> = r.get(idx)?;
+    text.map(|t| t.parse().map_err(|e| corrupt(idx, e))).transpose()
+}
+
+fn corrupt(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshd-store-unit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A migration that leaves a trace each time it runs, so running twice would show.
+    const COUNTING: &[&str] = &[
+        "CREATE TABLE runs (n INTEGER) STRICT; INSERT INTO runs VALUES (1);",
+        "INSERT INTO runs VALUES (2);",
+    ];
+
+    #[test]
+    fn migrations_run_once_and_reopening_does_not_rerun_them() {
+        let dir = dir("migrate-once");
+        let store = Store::open_with(&dir, COUNTING).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        drop(store);
+        let store = Store::open_with(&dir, COUNTING).unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM runs"), 2);
+        assert_eq!(store.schema_version().unwrap(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_later_migration_applies_to_an_older_file() {
+        let dir = dir("migrate-later");
+        drop(Store::open_with(&dir, &COUNTING[..1]).unwrap());
+        let store = Store::open_with(&dir, COUNTING).unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM runs WHERE n = 1"), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM runs WHERE n = 2"), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_previous_version() {
+        let dir = dir("migrate-fail");
+        drop(Store::open_with(&dir, &COUNTING[..1]).unwrap());
+        let broken = [
+            COUNTING[0],
+            "INSERT INTO runs VALUES (2); INSERT INTO no_such_table VALUES (1);",
+        ];
+        assert!(matches!(
+            Store::open_with(&dir, &broken),
+            Err(StoreError::Sqlite(_))
+        ));
+        let store = Store::open_with(&dir, &COUNTING[..1]).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM runs"), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = dir("migrate-newer");
+        drop(Store::open_with(&dir, COUNTING).unwrap());
+        match Store::open_with(&dir, &COUNTING[..1]) {
+            Err(StoreError::NewerSchema { found: 2, known: 1 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open_with(&dir, COUNTING).unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM runs"), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_database_is_wal_full_sync_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = dir("pragmas");
+        let store = Store::open(&dir).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 is FULL.
+        assert_eq!(count(&store, "PRAGMA synchronous"), 2);
+        assert_eq!(count(&store, "PRAGMA foreign_keys"), 1);
+        let perms = fs::metadata(store.path()).unwrap().permissions();
+        assert_eq!(perms.mode() & 0o777, 0o600);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("network", "lab-1.east_2", true).is_ok());
+        assert!(check_name("member", "Küche laptop", false).is_ok());
+        for bad in ["", "-lead", "has space", "a/b", &"x".repeat(65)] {
+            assert!(check_name("network", bad, true).is_err(), "{bad:?}");
+        }
+        assert!(check_name("member", "tab\there", false).is_err());
+        assert!(check_name("member", " lead", false).is_err());
+    }
+}
