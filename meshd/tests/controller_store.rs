@@ -423,6 +423,47 @@ fn network_operations_refuse_what_cannot_work() {
     assert_eq!(lab.mtu, 1420);
 }
 
+#[test]
+fn the_controller_node_gets_the_reserved_addresses() {
+    let dir = TestDir::new("controller-member");
+    let mut store = store_with_lab(&dir);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let (_, text) = store
+        .create_token("lab", &controller(), TokenPolicy::unlimited(), at(1), &mut rng)
+        .unwrap();
+    // A node that joins first still does not get the controller's address.
+    let node = store.join(text.expose(), &key(1), "node", at(2)).unwrap();
+    assert_eq!(node.member.ipv4, Ipv4Addr::new(44, 30, 127, 2));
+    let me = store
+        .add_controller_member("lab", &controller(), "border", at(3))
+        .unwrap();
+    assert_eq!(me.ipv4, Ipv4Addr::new(44, 30, 127, 1));
+    assert_eq!(me.ipv6, Some("fd44:30::1".parse().unwrap()));
+    assert!(me.authorized);
+    let before = dump(&dir);
+    assert_eq!(
+        store
+            .add_controller_member("lab", &controller(), "border", at(4))
+            .unwrap(),
+        me
+    );
+    // Another key cannot take the controller's address while it is held.
+    assert!(matches!(
+        store.add_controller_member("lab", &key(2), "impostor", at(4)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(dump(&dir), before);
+    // A network that reserves nothing refuses.
+    let mut plain = lab("10.2.0.0/24");
+    plain.name = "plain".into();
+    plain.reserve_controller = false;
+    store.create_network(&plain, at(5)).unwrap();
+    assert!(matches!(
+        store.add_controller_member("plain", &controller(), "border", at(6)),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 const CRASH_DIR_ENV: &str = "MESHD_CONTROLLER_STORE_CRASH_DIR";
 
 /// The child half of [`an_acknowledged_join_survives_kill_9`]: joins members one after another and

@@ -525,6 +525,59 @@ impl Store {
         })
     }
 
+    /// Makes `public_key` (the controller's own node) a member of `network` with the addresses the
+    /// network reserves for it. Calling it again with the same key returns the member unchanged.
+    pub fn add_controller_member(
+        &mut self,
+        network: &str,
+        public_key: &PublicKey,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<Member, StoreError> {
+        check_name("member", name, false)?;
+        let tx = self.write()?;
+        let net = load_network(&tx, network)?;
+        let Some(ipv4) = net.plan.controller_v4() else {
+            return Err(StoreError::Invalid(format!(
+                "network {network:?} reserves no address for the controller; let the controller's \
+                 node join with a token instead"
+            )));
+        };
+        if let Some(member) = load_member(&tx, network, public_key).optional()? {
+            return Ok(member);
+        }
+        let holder: Option<[u8; 32]> = tx
+            .query_row(
+                "SELECT m.public_key FROM members m JOIN networks n ON n.id = m.network_id
+                 WHERE n.name = ?1 AND m.ipv4 = ?2",
+                params![network, ipv4.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(holder) = holder {
+            return Err(StoreError::Invalid(format!(
+                "the controller address {ipv4} of network {network:?} is held by key {}; remove \
+                 that member first (`meshd member remove`)",
+                PublicKey::from_bytes(holder).fingerprint()
+            )));
+        }
+        tx.execute(
+            "INSERT INTO members (network_id, public_key, name, authorized, ipv4, ipv6, created)
+             VALUES ((SELECT id FROM networks WHERE name = ?1), ?2, ?3, 1, ?4, ?5, ?6)",
+            params![
+                network,
+                &public_key.as_bytes()[..],
+                name,
+                ipv4.to_string(),
+                net.plan.controller_v6().map(|a| a.to_string()),
+                unix_secs(now),
+            ],
+        )?;
+        let member = load_member(&tx, network, public_key)?;
+        tx.commit()?;
+        Ok(member)
+    }
+
     // ---- members ----
 
     /// The members of `network`, by IPv4 address.
