@@ -18,6 +18,7 @@
 //!               CookieReply -> PeerHandshake.cookies.consume_reply
 //! TX thread:  packet at buf[16..] -> session::Sender::encapsulate (shared &self, atomic counter)
 //! timers:     timers::Timers hooks on every event above; poll(now) for due actions
+//! control:    sealed::seal / sealed::open for meshd's own messages between two static keys
 //! ```
 
 #![forbid(unsafe_code)]

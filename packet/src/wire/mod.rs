@@ -6,8 +6,9 @@
 //! decides on (type, length), checks the reserved bytes, and hands back a borrowed, typed view. After
 //! it succeeds no accessor can panic.
 //!
-//! Types 1-4 are WireGuard's; a stock peer drops anything else, which leaves types 5 and up for meshd's
-//! own messages. Until those exist, [`parse`] reports them as [`ParseError::UnknownType`].
+//! Types 1-4 are WireGuard's; a stock peer drops anything else. meshd's own messages use 0x80 and up
+//! (see [`meshd`]), which [`parse`] reports as [`ParseError::UnknownType`] and
+//! [`meshd::parse_meshd`] reads.
 
 mod cookie;
 mod data;
@@ -137,7 +138,7 @@ impl Message<'_> {
 
 /// Reads the type byte and checks the reserved bytes, without looking at the length.
 ///
-/// Useful to demultiplex WireGuard messages from meshd's own (types >= 5) before full parsing.
+/// Useful to demultiplex WireGuard messages from meshd's own (types 0x80 and 0x81, see [`meshd`]) before full parsing.
 pub fn message_type(datagram: &[u8]) -> Result<u8, ParseError> {
     match datagram {
         [t, r0, r1, r2, ..] => {
