@@ -246,23 +246,7 @@ impl Node {
         peer.timers.on_session_derived(now, false);
         peer.timers.on_authenticated_packet_sent(now);
         peer.timers.on_authenticated_packet_traversal(now);
-        let endpoint_changed = peer.endpoint != Some(from);
-        peer.endpoint = Some(from);
-
-        for index in retired {
-            self.retire_receiver(index);
-        }
-        if endpoint_changed {
-            self.events.push_back(Event::Endpoint {
-                peer: id,
-                endpoint: Some(from),
-            });
-        }
-        self.events.push_back(Event::Receiver {
-            peer: id,
-            receiver: Box::new(receiver),
-            confirms: true,
-        });
+        self.publish_session(id, from, retired, receiver, true);
         self.events.push_back(Event::Transmit {
             to: from,
             datagram: response.as_bytes().to_vec(),
@@ -316,23 +300,7 @@ impl Node {
         peer.timers.on_session_derived(now, true);
         peer.timers.on_authenticated_packet_received(now);
         peer.timers.on_authenticated_packet_traversal(now);
-        let endpoint_changed = peer.endpoint != Some(from);
-        peer.endpoint = Some(from);
-
-        for old in retired {
-            self.retire_receiver(old);
-        }
-        if endpoint_changed {
-            self.events.push_back(Event::Endpoint {
-                peer: id,
-                endpoint: Some(from),
-            });
-        }
-        self.events.push_back(Event::Receiver {
-            peer: id,
-            receiver: Box::new(receiver),
-            confirms: false,
-        });
+        self.publish_session(id, from, retired, receiver, false);
         self.events.push_back(Event::Sender {
             peer: id,
             sender: Some(sender),
@@ -341,6 +309,36 @@ impl Node {
         if !self.flush_queue(id, now) {
             self.send_keepalive(id, now);
         }
+    }
+
+    /// What both roles do once a handshake yields a session: the peer's endpoint becomes the source of
+    /// the handshake message, the receivers of the sessions it replaces go, and the new receiving half
+    /// goes to the RX path (`confirms` for a responder's session, which waits for the initiator's data).
+    fn publish_session(
+        &mut self,
+        id: PeerId,
+        from: SocketAddr,
+        retired: Vec<u32>,
+        receiver: session::Receiver,
+        confirms: bool,
+    ) {
+        if let Some(peer) = self.peers.get_mut(&id)
+            && peer.endpoint != Some(from)
+        {
+            peer.endpoint = Some(from);
+            self.events.push_back(Event::Endpoint {
+                peer: id,
+                endpoint: Some(from),
+            });
+        }
+        for index in retired {
+            self.retire_receiver(index);
+        }
+        self.events.push_back(Event::Receiver {
+            peer: id,
+            receiver: Box::new(receiver),
+            confirms,
+        });
     }
 
     /// The RX path decrypted the first data message on a responder's session `local_index`: the

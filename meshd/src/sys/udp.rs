@@ -133,6 +133,14 @@ impl Udp {
     }
 }
 
+impl std::fmt::Debug for Udp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Udp")
+            .field("port", &self.port())
+            .finish_non_exhaustive()
+    }
+}
+
 fn bind_dual_stack(port: u16) -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_only_v6(false)?;

@@ -125,14 +125,6 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Udp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Udp")
-            .field("port", &self.port())
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
