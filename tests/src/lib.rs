@@ -29,10 +29,14 @@
 //! ```
 
 pub mod addr;
+pub mod capture;
 pub mod isolation;
+pub mod json;
+pub mod mesh;
 pub mod netns;
 pub mod pair;
 pub mod process;
+pub mod token;
 pub mod tools;
 pub mod transfer;
 pub mod wg;
