@@ -48,6 +48,7 @@
 //! ```
 
 pub mod alloc;
+pub mod service;
 pub mod store;
 pub mod token;
 

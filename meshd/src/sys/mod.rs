@@ -4,6 +4,9 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod files;
+pub mod ifaddrs;
+pub mod ifconfig;
 pub mod poll;
 pub mod process;
 pub mod random;

@@ -2,17 +2,18 @@
 //! socket hand over, runs its timers, and carries out its events on the shared state.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::Sender as UpdateSender;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 use super::rx::RxUpdate;
 use super::shared::{PeerShared, Routes, Shared};
-use crate::node::{DropReason, Event, Node, PeerId};
+use meshd_crypto::PublicKey;
+
+use crate::node::{DropReason, Endpoint, Event, Node, PeerId, PeerSpec};
 use crate::sys::clock;
 use crate::sys::udp::Udp;
 use crate::uapi::{self, Request};
@@ -20,8 +21,8 @@ use crate::uapi::{self, Request};
 /// What the data threads hand to the control loop.
 #[derive(Debug)]
 pub enum ControlMsg {
-    /// A handshake or cookie message from the network.
-    Handshake { from: SocketAddr, datagram: Vec<u8> },
+    /// A handshake or cookie message from the network, directly or through a relay.
+    Handshake { from: Endpoint, datagram: Vec<u8> },
     /// A packet for a peer without a usable session.
     Unsent { peer: PeerId, packet: Vec<u8> },
     /// The first data message decrypted on a responder's session.
@@ -33,6 +34,25 @@ pub enum ControlMsg {
 pub struct UapiCall {
     pub request: Request,
     pub reply: oneshot::Sender<Zeroizing<String>>,
+}
+
+/// What the mesh task asks of the control loop, which owns the node.
+#[derive(Debug)]
+pub enum MeshCmd {
+    /// Make the interface's peers exactly these (from the network map).
+    Reconcile(Vec<PeerSpec>),
+    /// Report every peer's path, last handshake and byte counts.
+    Peers(oneshot::Sender<Vec<PeerRuntime>>),
+}
+
+/// One peer as `meshd status` shows it, from the node and the data path's counters.
+#[derive(Debug, Clone)]
+pub struct PeerRuntime {
+    pub key: PublicKey,
+    pub endpoint: Option<Endpoint>,
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 /// How often the data path's activity is turned into timer events, and drop counters checked.
@@ -68,11 +88,25 @@ impl Control {
 
     /// Runs until `stop` resolves.
     pub async fn run(
+        self,
+        msgs: mpsc::Receiver<ControlMsg>,
+        calls: mpsc::Receiver<UapiCall>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        // No mesh task: a command channel nothing sends on.
+        let (_unused, cmds) = mpsc::channel(1);
+        self.run_mesh(msgs, calls, cmds, stop).await;
+    }
+
+    /// Runs until `stop` resolves, also taking the mesh task's commands.
+    pub async fn run_mesh(
         mut self,
         mut msgs: mpsc::Receiver<ControlMsg>,
         mut calls: mpsc::Receiver<UapiCall>,
+        mut cmds: mpsc::Receiver<MeshCmd>,
         stop: impl std::future::Future<Output = ()>,
     ) {
+        self.publish_own_key();
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,6 +127,7 @@ impl Control {
                     self.on_message(msg, waiting);
                 }
                 Some(call) = calls.recv() => self.on_call(call),
+                Some(cmd) = cmds.recv() => self.on_mesh(cmd),
                 _ = timer => self.node.handle_timeout(clock::now(), clock::wall()),
                 _ = tick.tick() => {
                     self.drain_activity();
@@ -137,6 +172,7 @@ impl Control {
                 let result = self.node.apply(clock::now(), clock::wall(), &set);
                 self.rebind_failed = false;
                 self.apply_events();
+                self.publish_own_key();
                 match result {
                     Err(e) => {
                         tracing::info!("configuration refused: {e}");
@@ -149,6 +185,46 @@ impl Control {
         };
         // The client may have gone; nothing to do then.
         let _ = call.reply.send(answer);
+    }
+
+    fn on_mesh(&mut self, cmd: MeshCmd) {
+        match cmd {
+            MeshCmd::Reconcile(peers) => {
+                let summary = self.node.reconcile(clock::now(), clock::wall(), &peers);
+                tracing::debug!("peers from the map: {summary:?}");
+            }
+            MeshCmd::Peers(reply) => {
+                self.drain_activity();
+                let (status, ids) = self.node.status();
+                let peers = status
+                    .peers
+                    .iter()
+                    .zip(ids)
+                    .map(|(p, id)| {
+                        let shared = self.peers.get(&id);
+                        let load = |f: fn(&PeerShared) -> &std::sync::atomic::AtomicU64| {
+                            shared.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+                        };
+                        PeerRuntime {
+                            key: PublicKey::from_bytes(p.public_key),
+                            endpoint: self.node.endpoint(id),
+                            last_handshake: p.last_handshake.map(|d| SystemTime::UNIX_EPOCH + d),
+                            rx_bytes: load(|s| &s.rx_bytes),
+                            tx_bytes: load(|s| &s.tx_bytes),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+        }
+    }
+
+    /// The RX thread tells relay frames for this node from ones to forward by the node's key.
+    fn publish_own_key(&self) {
+        let key = self.node.public_key().map(|k| *k.as_bytes());
+        if self.shared.own_key.load().as_deref().copied() != key {
+            self.shared.own_key.store(key.map(Arc::new));
+        }
     }
 
     fn drain_activity(&mut self) {
@@ -182,8 +258,8 @@ impl Control {
                     self.shared.drops.add(DropReason::SendFailed, 1);
                 }
             }
-            Event::PeerAdded { peer } => {
-                self.peers.insert(peer, Arc::new(PeerShared::new(peer)));
+            Event::PeerAdded { peer, key } => {
+                self.peers.insert(peer, Arc::new(PeerShared::new(peer, *key.as_bytes())));
                 self.routes_dirty = true;
             }
             Event::PeerRemoved { peer } => {

@@ -18,47 +18,99 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::mpsc;
 
 use crate::node::{HANDSHAKE_QUEUE, Node};
 use crate::sys::{clock, random, tun::Tun, udp::Udp};
-use control::Control;
+use crate::daemon::mesh::MeshInput;
+use crate::mesh::relay::RelayTable;
+use control::{Control, ControlMsg};
+use rx::RxUpdate;
 use shared::{Routes, Shared};
 
 /// The MTU a new interface starts with, as wireguard-go and wg-quick use (1500 minus 80 bytes for the
 /// IPv6 and UDP headers and WireGuard's overhead).
 pub const DEFAULT_MTU: u16 = 1420;
 
+/// A running interface: the TUN device, the UDP socket, and the TX and RX threads, with the node and
+/// the channels the control loop takes over.
+pub struct Device {
+    pub name: String,
+    pub tun: Arc<Tun>,
+    pub shared: Arc<Shared>,
+    pub node: Node,
+    /// Handshake messages and unsent packets from the data threads.
+    pub handshakes: mpsc::Receiver<ControlMsg>,
+    /// Sessions for the RX thread.
+    pub rx_updates: std_mpsc::Sender<RxUpdate>,
+    /// Why a data thread ended (the interface was deleted).
+    pub gone: mpsc::Receiver<String>,
+}
+
+impl Device {
+    /// Creates the TUN device `name` and the UDP socket on `port` (0: any), and starts the data
+    /// threads. meshd's own control messages go to `mesh` if given, else they are dropped.
+    pub fn start(name: &str, port: u16, mesh: Option<mpsc::Sender<MeshInput>>) -> anyhow::Result<Device> {
+        let tun = Arc::new(
+            Tun::create(name, DEFAULT_MTU)
+                .with_context(|| format!("cannot create TUN device {name:?} (needs root and /dev/net/tun)"))?,
+        );
+        let name = tun.name().to_string();
+        if !tun.offload() {
+            tracing::warn!("the kernel refused TUN segmentation offload; throughput will be lower");
+        }
+        let udp = Udp::bind(port).with_context(|| {
+            if port == 0 {
+                "cannot open a UDP socket".to_string()
+            } else {
+                format!("cannot listen on UDP port {port} (is another daemon using it?)")
+            }
+        })?;
+        let mut node = Node::new(random::seed(), usize::from(DEFAULT_MTU));
+        node.set_bound_port(udp.port());
+
+        let shared = Arc::new(Shared {
+            epoch: clock::now(),
+            routes: ArcSwap::from_pointee(Routes::default()),
+            udp: ArcSwap::from_pointee(udp),
+            own_key: ArcSwapOption::empty(),
+            relay: ArcSwap::from_pointee(RelayTable::default()),
+            drops: Default::default(),
+            mtu: AtomicUsize::new(usize::from(DEFAULT_MTU)),
+            stopping: AtomicBool::new(false),
+        });
+        let (msg_tx, msg_rx) = mpsc::channel(HANDSHAKE_QUEUE);
+        let (update_tx, update_rx) = std_mpsc::channel();
+        // A data thread that ends (the interface was deleted) stops the daemon.
+        let (gone_tx, gone_rx) = mpsc::channel::<String>(2);
+
+        spawn_data_thread("meshd-tx", gone_tx.clone(), {
+            let (tun, shared, msg_tx) = (Arc::clone(&tun), Arc::clone(&shared), msg_tx.clone());
+            move || tx::run(tun, shared, msg_tx)
+        })?;
+        spawn_data_thread("meshd-rx", gone_tx, {
+            let (tun, shared) = (Arc::clone(&tun), Arc::clone(&shared));
+            move || rx::run(tun, shared, msg_tx, mesh, update_rx)
+        })?;
+        Ok(Device {
+            name,
+            tun,
+            shared,
+            node,
+            handshakes: msg_rx,
+            rx_updates: update_tx,
+            gone: gone_rx,
+        })
+    }
+}
+
 /// Creates `name`, serves it until SIGTERM, SIGINT or the interface's deletion, then removes the
 /// device and the socket. `ready` runs once the configuration socket accepts connections.
 pub fn run(name: &str, ready: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let tun = Arc::new(
-        Tun::create(name, DEFAULT_MTU)
-            .with_context(|| format!("cannot create TUN device {name:?} (needs root and /dev/net/tun)"))?,
-    );
-    let name = tun.name().to_string();
-    if !tun.offload() {
-        tracing::warn!("the kernel refused TUN segmentation offload; throughput will be lower");
-    }
-    let udp = Udp::bind(0).context("cannot open a UDP socket")?;
-    let mut node = Node::new(random::seed(), usize::from(DEFAULT_MTU));
-    node.set_bound_port(udp.port());
-
-    let shared = Arc::new(Shared {
-        epoch: clock::now(),
-        routes: ArcSwap::from_pointee(Routes::default()),
-        udp: ArcSwap::from_pointee(udp),
-        drops: Default::default(),
-        mtu: AtomicUsize::new(usize::from(DEFAULT_MTU)),
-        stopping: AtomicBool::new(false),
-    });
-    let (msg_tx, msg_rx) = mpsc::channel(HANDSHAKE_QUEUE);
+    let device = Device::start(name, 0, None)?;
+    let name = device.name.clone();
     let (call_tx, call_rx) = mpsc::channel(16);
-    let (update_tx, update_rx) = std_mpsc::channel();
-    // A data thread that ends (the interface was deleted) stops the daemon.
-    let (gone_tx, mut gone_rx) = mpsc::channel::<String>(2);
-
     let path = uapi_server::socket_path(&name);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,18 +120,12 @@ pub fn run(name: &str, ready: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Re
         uapi_server::bind(&path).with_context(|| format!("cannot serve {}", path.display()))?
     };
 
-    spawn_data_thread("meshd-tx", gone_tx.clone(), {
-        let (tun, shared, msg_tx) = (Arc::clone(&tun), Arc::clone(&shared), msg_tx.clone());
-        move || tx::run(tun, shared, msg_tx)
-    })?;
-    spawn_data_thread("meshd-rx", gone_tx, {
-        let (tun, shared) = (Arc::clone(&tun), Arc::clone(&shared));
-        move || rx::run(tun, shared, msg_tx, update_rx)
-    })?;
-
     tracing::info!("interface {name} is up; configure it with `wg set {name} ...`");
     ready()?;
-    let control = Control::new(node, Arc::clone(&shared), update_tx);
+    let shared = Arc::clone(&device.shared);
+    let control = Control::new(device.node, Arc::clone(&device.shared), device.rx_updates);
+    let mut gone_rx = device.gone;
+    let msg_rx = device.handshakes;
     runtime.block_on(async {
         let server = tokio::spawn(uapi_server::serve(listener, call_tx));
         let stop = async {

@@ -12,16 +12,18 @@ use std::sync::mpsc::Receiver as UpdateReceiver;
 use meshd_crypto::RecvError;
 use meshd_crypto::session::Receiver;
 use meshd_packet::IpPacket;
+use meshd_packet::wire::meshd::{MeshdMessage, RELAY_HEADER_LEN, TYPE_RELAY, TYPE_SEALED, parse_meshd};
 use meshd_packet::wire::{TYPE_COOKIE_REPLY, TYPE_DATA, TYPE_INITIATION, TYPE_RESPONSE};
 use quinn_udp::RecvMeta;
 use tokio::sync::mpsc;
 
 use super::control::ControlMsg;
-use super::shared::{PeerShared, Shared};
-use crate::node::DropReason;
+use super::shared::{PeerShared, Routes, Shared, Stamp};
+use crate::daemon::mesh::MeshInput;
+use crate::node::{DropReason, Endpoint};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
-use crate::sys::udp::{RECV_BATCH, RECV_BUF};
+use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
 
 /// A change to the set of receiving sessions.
 #[derive(Debug)]
@@ -43,10 +45,24 @@ struct Session {
     confirms: bool,
 }
 
+/// What the RX thread needs besides its sessions, for one batch.
+struct Batch<'a> {
+    tun: &'a Tun,
+    shared: &'a Shared,
+    control: &'a mpsc::Sender<ControlMsg>,
+    mesh: Option<&'a mpsc::Sender<MeshInput>>,
+    udp: &'a Udp,
+    routes: &'a Routes,
+    own_key: Option<[u8; 32]>,
+    now: std::time::Instant,
+    stamp: Stamp,
+}
+
 pub fn run(
     tun: Arc<Tun>,
     shared: Arc<Shared>,
     control: mpsc::Sender<ControlMsg>,
+    mesh: Option<mpsc::Sender<MeshInput>>,
     updates: UpdateReceiver<RxUpdate>,
 ) -> io::Result<()> {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
@@ -80,81 +96,162 @@ pub fn run(
         // message that lets the peer use it, so draining here always sees it in time).
         apply_updates(&updates, &mut sessions);
         let now = clock::now();
-        let stamp = shared.stamp(now);
         let routes = shared.routes.load();
+        let own_key = shared.own_key.load().as_deref().copied();
+        let batch = Batch {
+            tun: &tun,
+            shared: &shared,
+            control: &control,
+            mesh: mesh.as_ref(),
+            udp: &udp,
+            routes: &routes,
+            own_key,
+            now,
+            stamp: shared.stamp(now),
+        };
 
         for (buf, m) in storage.chunks_mut(RECV_BUF).zip(&meta).take(n) {
             let stride = m.stride.max(1);
             for datagram in buf[..m.len].chunks_mut(stride) {
                 match datagram.first().copied() {
-                    Some(TYPE_DATA) => {}
-                    Some(TYPE_INITIATION | TYPE_RESPONSE | TYPE_COOKIE_REPLY) => {
-                        handshake(&shared, &control, m.addr, datagram);
-                        continue;
-                    }
-                    _ => {
-                        shared.drops.add(DropReason::Malformed, 1);
-                        continue;
-                    }
-                }
-                let Some(index) = datagram
-                    .get(4..8)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                else {
-                    shared.drops.add(DropReason::Malformed, 1);
-                    continue;
-                };
-                let Some(session) = sessions.get_mut(&index) else {
-                    shared.drops.add(DropReason::UnknownIndex, 1);
-                    continue;
-                };
-                let plain = match session.receiver.decapsulate(now, datagram) {
-                    Ok(d) => d.plaintext,
-                    Err(e) => {
-                        shared.drops.add(recv_drop(e), 1);
-                        continue;
-                    }
-                };
-                let peer = &session.peer;
-                peer.rx_bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
-                peer.note_authenticated_received(stamp);
-                roam(peer, m.addr);
-                if session.confirms {
-                    session.confirms = false;
-                    let msg = ControlMsg::Confirmed {
-                        peer: peer.id,
-                        local_index: index,
-                    };
-                    if control.try_send(msg).is_err() {
-                        // Lost: the next packet on this session tries again.
-                        session.confirms = true;
-                    }
-                }
-                if session.receiver.needs_rekey(now) {
-                    peer.note_rekey_wanted(stamp);
-                }
-                if plain.is_empty() {
-                    continue; // a keepalive
-                }
-                peer.note_data_received(stamp);
-                let packet = &datagram[plain];
-                let Ok(ip) = IpPacket::parse(packet) else {
-                    shared.drops.add(DropReason::InnerNotIp, 1);
-                    continue;
-                };
-                // Cryptokey routing: the source must be one the sending peer is allowed to use.
-                if routes.allowed_ips.lookup(ip.source()) != Some(peer.id) {
-                    shared.drops.add(DropReason::SourceNotAllowed, 1);
-                    continue;
-                }
-                let total = ip.total_len();
-                out.push(&packet[..total]);
-                if out.is_full() {
-                    flush(&tun, &shared, &mut out)?;
+                    Some(TYPE_RELAY) => batch.relay_frame(&mut sessions, &mut out, m.addr, datagram)?,
+                    _ => batch.datagram(&mut sessions, &mut out, Endpoint::Direct(m.addr), datagram)?,
                 }
             }
         }
         flush(&tun, &shared, &mut out)?;
+    }
+}
+
+impl Batch<'_> {
+    /// One datagram that came `via` a path: WireGuard data is opened and written to the TUN device,
+    /// handshake messages go to the control loop, sealed envelopes to the mesh task.
+    fn datagram(
+        &self,
+        sessions: &mut HashMap<u32, Session>,
+        out: &mut WriteBatch,
+        via: Endpoint,
+        datagram: &mut [u8],
+    ) -> io::Result<()> {
+        let shared = self.shared;
+        match datagram.first().copied() {
+            Some(TYPE_DATA) => {}
+            Some(TYPE_INITIATION | TYPE_RESPONSE | TYPE_COOKIE_REPLY) => {
+                handshake(shared, self.control, via, datagram);
+                return Ok(());
+            }
+            Some(TYPE_SEALED) => {
+                self.sealed(via, datagram);
+                return Ok(());
+            }
+            _ => {
+                shared.drops.add(DropReason::Malformed, 1);
+                return Ok(());
+            }
+        }
+        let Some(index) = datagram
+            .get(4..8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            shared.drops.add(DropReason::Malformed, 1);
+            return Ok(());
+        };
+        let Some(session) = sessions.get_mut(&index) else {
+            shared.drops.add(DropReason::UnknownIndex, 1);
+            return Ok(());
+        };
+        let plain = match session.receiver.decapsulate(self.now, datagram) {
+            Ok(d) => d.plaintext,
+            Err(e) => {
+                shared.drops.add(recv_drop(e), 1);
+                return Ok(());
+            }
+        };
+        let peer = &session.peer;
+        peer.rx_bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        peer.note_authenticated_received(self.stamp);
+        roam(peer, via);
+        if session.confirms {
+            session.confirms = false;
+            let msg = ControlMsg::Confirmed {
+                peer: peer.id,
+                local_index: index,
+            };
+            if self.control.try_send(msg).is_err() {
+                // Lost: the next packet on this session tries again.
+                session.confirms = true;
+            }
+        }
+        if session.receiver.needs_rekey(self.now) {
+            peer.note_rekey_wanted(self.stamp);
+        }
+        if plain.is_empty() {
+            return Ok(()); // a keepalive
+        }
+        peer.note_data_received(self.stamp);
+        let packet = &datagram[plain];
+        let Ok(ip) = IpPacket::parse(packet) else {
+            shared.drops.add(DropReason::InnerNotIp, 1);
+            return Ok(());
+        };
+        // Cryptokey routing: the source must be one the sending peer is allowed to use.
+        if self.routes.allowed_ips.lookup(ip.source()) != Some(peer.id) {
+            shared.drops.add(DropReason::SourceNotAllowed, 1);
+            return Ok(());
+        }
+        let total = ip.total_len();
+        out.push(&packet[..total]);
+        if out.is_full() {
+            flush(self.tun, shared, out)?;
+        }
+        Ok(())
+    }
+
+    /// A relay frame from `from`: for this node, its inner datagram is handled as arriving through the
+    /// relay at `from`; for another, it is forwarded if the relay table allows, unchanged.
+    fn relay_frame(
+        &self,
+        sessions: &mut HashMap<u32, Session>,
+        out: &mut WriteBatch,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> io::Result<()> {
+        let destination = match parse_meshd(datagram) {
+            Ok(MeshdMessage::Relay(frame)) => frame.header.destination,
+            _ => {
+                self.shared.drops.add(DropReason::Malformed, 1);
+                return Ok(());
+            }
+        };
+        if self.own_key == Some(destination) {
+            let inner = &mut datagram[RELAY_HEADER_LEN..];
+            return self.datagram(sessions, out, Endpoint::Relayed { relay: from }, inner);
+        }
+        match self.shared.relay.load().forward(from, &destination) {
+            Some(to) => {
+                if self.udp.send(to, datagram, None).is_err() {
+                    self.shared.drops.add(DropReason::SendFailed, 1);
+                }
+            }
+            None => self.shared.drops.add(DropReason::RelayRefused, 1),
+        }
+        Ok(())
+    }
+
+    /// A sealed envelope: the mesh task's, if this daemon runs one. Only direct ones: the control
+    /// channel runs between a node and its controller, never through a relay.
+    fn sealed(&self, via: Endpoint, datagram: &[u8]) {
+        let (Some(mesh), Endpoint::Direct(from)) = (self.mesh, via) else {
+            self.shared.drops.add(DropReason::ControlUnexpected, 1);
+            return;
+        };
+        let input = MeshInput {
+            from,
+            datagram: datagram.to_vec(),
+        };
+        if mesh.try_send(input).is_err() {
+            self.shared.drops.add(DropReason::ControlUnexpected, 1);
+        }
     }
 }
 
@@ -196,14 +293,24 @@ fn flush(tun: &Tun, shared: &Shared, out: &mut WriteBatch) -> io::Result<()> {
     }
 }
 
-/// The peer's endpoint follows the source of its latest authenticated packet (roaming).
-fn roam(peer: &PeerShared, from: SocketAddr) {
-    if peer.endpoint.load().as_deref() != Some(&from) {
-        peer.endpoint.store(Some(Arc::new(from)));
+/// The peer's path follows its latest authenticated packet: one that arrives directly makes the
+/// sender's address the path (roaming, or a direct path replacing the relay); one that arrives through
+/// a relay moves the path only from nothing or from another relay, never off a direct path (the node
+/// decides that, see `node::endpoint`).
+fn roam(peer: &PeerShared, via: Endpoint) {
+    let current = peer.endpoint.load();
+    let moves = match (current.as_deref(), via) {
+        (Some(now), new) if *now == new => false,
+        (_, Endpoint::Direct(_)) => true,
+        (None | Some(Endpoint::Relayed { .. }), Endpoint::Relayed { .. }) => true,
+        (Some(Endpoint::Direct(_)), Endpoint::Relayed { .. }) => false,
+    };
+    if moves {
+        peer.endpoint.store(Some(Arc::new(via)));
     }
 }
 
-fn handshake(shared: &Shared, control: &mpsc::Sender<ControlMsg>, from: SocketAddr, datagram: &[u8]) {
+fn handshake(shared: &Shared, control: &mpsc::Sender<ControlMsg>, from: Endpoint, datagram: &[u8]) {
     let msg = ControlMsg::Handshake {
         from,
         datagram: datagram.to_vec(),

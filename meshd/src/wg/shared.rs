@@ -2,7 +2,6 @@
 //! sessions are published by atomic pointer swap, activity and byte counts are relaxed atomics.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,16 +10,20 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use meshd_crypto::session::Sender;
 use meshd_routing::AllowedIps;
 
-use crate::node::{Activity, DropCounters, PeerId};
+use crate::mesh::relay::RelayTable;
+use crate::node::{Activity, DropCounters, Endpoint, PeerId};
 use crate::sys::udp::Udp;
 
 /// One peer as the data threads see it.
 #[derive(Debug)]
 pub struct PeerShared {
     pub id: PeerId,
+    /// The peer's public key: the destination of the relay frames its packets travel in when relayed.
+    pub key: [u8; 32],
     /// The session to send with; `None` sends packets to the control loop to wait for a handshake.
     pub sender: ArcSwapOption<Sender>,
-    pub endpoint: ArcSwapOption<SocketAddr>,
+    /// The active path; the RX thread moves it when an authenticated packet arrives another way.
+    pub endpoint: ArcSwapOption<Endpoint>,
     pub tx_bytes: AtomicU64,
     pub rx_bytes: AtomicU64,
     // Activity since the control loop last looked, as nanoseconds since `Shared::epoch` + 1 (0: none).
@@ -31,9 +34,10 @@ pub struct PeerShared {
 }
 
 impl PeerShared {
-    pub fn new(id: PeerId) -> Self {
+    pub fn new(id: PeerId, key: [u8; 32]) -> Self {
         PeerShared {
             id,
+            key,
             sender: ArcSwapOption::empty(),
             endpoint: ArcSwapOption::empty(),
             tx_bytes: AtomicU64::new(0),
@@ -63,7 +67,7 @@ impl PeerShared {
 
     /// Takes the activity recorded since the last call. `known_endpoint` is the endpoint the node
     /// has; a different one here means the peer roamed.
-    pub fn take_activity(&self, epoch: Instant, known_endpoint: Option<SocketAddr>) -> Activity {
+    pub fn take_activity(&self, epoch: Instant, known_endpoint: Option<Endpoint>) -> Activity {
         let take = |a: &AtomicU64| Stamp(a.swap(0, Ordering::Relaxed)).instant(epoch);
         let endpoint = self.endpoint.load().as_deref().copied();
         Activity {
@@ -112,6 +116,10 @@ pub struct Shared {
     pub epoch: Instant,
     pub routes: ArcSwap<Routes>,
     pub udp: ArcSwap<Udp>,
+    /// The interface's public key, to tell relay frames for this node from ones to forward.
+    pub own_key: ArcSwapOption<[u8; 32]>,
+    /// Whom this node relays for (empty unless it runs the controller).
+    pub relay: ArcSwap<RelayTable>,
     pub drops: DropCounters,
     /// The TUN device's MTU, which `ip link set mtu` may change while running.
     pub mtu: AtomicUsize,
@@ -133,16 +141,16 @@ mod tests {
     fn activity_is_taken_once() {
         #[allow(clippy::disallowed_methods, reason = "a fixed epoch for the test")]
         let epoch = Instant::now();
-        let peer = PeerShared::new(PeerId(1));
+        let peer = PeerShared::new(PeerId(1), [0; 32]);
         let at = epoch + Duration::from_millis(1500);
         peer.note_data_sent(Stamp::new(epoch, at));
         peer.endpoint
-            .store(Some(Arc::new("192.0.2.1:1".parse().unwrap())));
+            .store(Some(Arc::new(Endpoint::Direct("192.0.2.1:1".parse().unwrap()))));
         let a = peer.take_activity(epoch, None);
         assert_eq!(a.data_sent, Some(at));
         assert_eq!(a.data_received, None);
-        assert_eq!(a.endpoint, Some("192.0.2.1:1".parse().unwrap()));
-        let again = peer.take_activity(epoch, Some("192.0.2.1:1".parse().unwrap()));
+        assert_eq!(a.endpoint, Some(Endpoint::Direct("192.0.2.1:1".parse().unwrap())));
+        let again = peer.take_activity(epoch, Some(Endpoint::Direct("192.0.2.1:1".parse().unwrap())));
         assert!(again.is_empty(), "{again:?}");
     }
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use meshd_crypto::SendError;
 use meshd_packet::HEADROOM;
+use meshd_packet::wire::meshd::write_relay_frame;
 use tokio::sync::mpsc;
 
 use super::control::ControlMsg;
-use super::shared::Shared;
-use crate::node::DropReason;
+use super::shared::{PeerShared, Shared};
+use crate::node::{DropReason, Endpoint};
 use crate::sys::clock;
 use crate::sys::tun::{BATCH, ReadBatch, Tun};
 
@@ -43,6 +44,8 @@ pub fn run(tun: Arc<Tun>, shared: Arc<Shared>, control: mpsc::Sender<ControlMsg>
     shared.mtu.store(usize::from(mtu), Ordering::Relaxed);
     let mut batch = ReadBatch::new(mtu);
     let mut runs: Vec<Run> = Vec::with_capacity(BATCH);
+    // Relayed datagrams are copied into a relay frame here: the relay path is not the fast path.
+    let mut frame: Vec<u8> = Vec::with_capacity(usize::from(u16::MAX));
     let mut mtu_checked = clock::now();
 
     loop {
@@ -76,12 +79,12 @@ pub fn run(tun: Arc<Tun>, shared: Arc<Shared>, control: mpsc::Sender<ControlMsg>
                 mtu = current;
                 shared.mtu.store(usize::from(mtu), Ordering::Relaxed);
                 // Segments already read fit the old slots; new reads get slots of the new size.
-                send_batch(&shared, &control, &mut batch, &mut runs, now);
+                send_batch(&shared, &control, &mut batch, &mut runs, &mut frame, now);
                 batch = ReadBatch::new(mtu);
                 continue;
             }
         }
-        send_batch(&shared, &control, &mut batch, &mut runs, now);
+        send_batch(&shared, &control, &mut batch, &mut runs, &mut frame, now);
     }
 }
 
@@ -90,6 +93,7 @@ fn send_batch(
     control: &mpsc::Sender<ControlMsg>,
     batch: &mut ReadBatch,
     runs: &mut Vec<Run>,
+    frame: &mut Vec<u8>,
     now: Instant,
 ) {
     if batch.is_empty() {
@@ -112,7 +116,7 @@ fn send_batch(
         };
         let sender = peer.sender.load();
         let endpoint = peer.endpoint.load();
-        let (Some(sender), Some(&to)) = (sender.as_deref(), endpoint.as_deref()) else {
+        let (Some(sender), Some(&path)) = (sender.as_deref(), endpoint.as_deref()) else {
             handoff(shared, control, peer.id, packet);
             continue;
         };
@@ -133,6 +137,14 @@ fn send_batch(
         }
         peer.note_data_sent(stamp);
         peer.tx_bytes.fetch_add(datagram_len as u64, Ordering::Relaxed);
+        let to = match path {
+            Endpoint::Direct(to) => to,
+            Endpoint::Relayed { relay } => {
+                let datagram = &batch.slot(i)[..datagram_len];
+                send_relayed(shared, &udp, peer, relay, datagram, frame);
+                continue;
+            }
+        };
 
         // Pack the datagram right after the previous one; slots only move down, so nothing unread is
         // overwritten.
@@ -182,6 +194,23 @@ fn send_batch(
                 shared.drops.add(DropReason::SendFailed, 1);
             }
         }
+    }
+}
+
+/// Sends one sealed datagram to a relayed peer: inside a relay frame addressed to its key.
+fn send_relayed(
+    shared: &Shared,
+    udp: &crate::sys::udp::Udp,
+    peer: &PeerShared,
+    relay: SocketAddr,
+    datagram: &[u8],
+    frame: &mut Vec<u8>,
+) {
+    frame.clear();
+    write_relay_frame(peer.key, datagram, frame);
+    if let Err(e) = udp.send(relay, frame, None) {
+        tracing::debug!("send to relay {relay} failed: {e}");
+        shared.drops.add(DropReason::SendFailed, 1);
     }
 }
 

@@ -1,0 +1,119 @@
+//! What the admin API asks of the running node (as opposed to the controller's database): its
+//! status, and joining a network. The daemon's mesh task answers these over a channel, so the HTTP
+//! side never touches the node's state directly.
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// A request from the API to the mesh task, with the channel its answer goes back on.
+#[derive(Debug)]
+pub enum NodeRequest {
+    Status(oneshot::Sender<NodeStatus>),
+    Join(JoinRequest, oneshot::Sender<Result<JoinResponse, JoinFailure>>),
+}
+
+/// `POST /v1/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The `meshd1-...` token as the operator pasted it.
+    pub token: String,
+    /// The controller's UDP endpoint, `host:port` (a name is resolved by the CLI before sending).
+    pub controller: std::net::SocketAddr,
+    /// The name this machine gets in the network; the daemon uses the host name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What a successful join gave this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub network: String,
+    pub name: String,
+    pub ipv4: std::net::Ipv4Addr,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The controller's public key (base64), as the token named it.
+    pub controller_key: String,
+    pub controller: std::net::SocketAddr,
+}
+
+/// Why a join failed: the controller's refusal (wrong, expired, revoked or used-up token, ...) or no
+/// answer. `message` is for the operator and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinFailure {
+    pub kind: JoinFailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinFailureKind {
+    /// The token does not parse (a typo, a truncated paste).
+    Malformed,
+    /// The controller does not know the token (wrong controller, or deleted).
+    Unknown,
+    Expired,
+    Revoked,
+    UsedUp,
+    /// Refused for another reason (the network is full, say); `message` has it.
+    Refused,
+    /// The controller did not answer in time.
+    Unreachable,
+    /// The node is a member of a network already.
+    AlreadyJoined,
+}
+
+/// `GET /v1/status`: this node as `meshd status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// This node's public key, base64.
+    pub public_key: String,
+    pub interface: String,
+    pub listen_port: u16,
+    /// Whether this daemon runs the controller.
+    pub controller_role: bool,
+    /// The network this node joined; `None` before `meshd join` (and on a controller, which is in
+    /// every network it hosts: see `networks`).
+    pub membership: Option<MembershipStatus>,
+    /// The addresses on the interface.
+    pub addresses: Vec<String>,
+    pub peers: Vec<PeerStatusView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipStatus {
+    pub network: String,
+    pub name: String,
+    pub controller_key: String,
+    pub controller: std::net::SocketAddr,
+    /// False when the controller said this node is not (or no longer) authorized.
+    pub authorized: bool,
+    /// Version of the map in use (0: none yet).
+    pub map_version: u64,
+    /// Seconds since the controller last answered; `None` if it has not since the daemon started.
+    pub controller_last_heard_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatusView {
+    pub name: String,
+    pub public_key: String,
+    pub mesh_ipv4: Option<std::net::Ipv4Addr>,
+    pub mesh_ipv6: Option<std::net::Ipv6Addr>,
+    /// Where packets go: the peer's address, or the relay's when `path` is `relayed`.
+    pub endpoint: Option<std::net::SocketAddr>,
+    pub path: PathKind,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    Direct,
+    Relayed,
+    /// No endpoint known yet.
+    None,
+}

@@ -1,0 +1,564 @@
+//! The controller at work: answers nodes' joins and polls, builds each network's map, pushes it to
+//! every member when it changes, and derives from the same state the controller's own node's peers,
+//! addresses and relay table.
+//!
+//! Driven like the node core (inputs with `now`/`wall`, outputs drained with `poll_output`), but not
+//! pure: it reads and writes the [`Store`]. The store is the truth; this keeps only what is learned
+//! on the wire (where members were seen, whether that address is their own) and the maps made from
+//! both.
+//!
+//! A map changes when a member joins, is authorized, deauthorized or removed, or is seen at a new
+//! address; the admin API's changes arrive through [`ControllerService::refresh`]. A new map gets a
+//! version from the wall clock (milliseconds, and above the previous one) so versions keep rising
+//! across restarts, and goes to every authorized member the controller knows an address for. A
+//! member that lost its place is told so ([`Body::NotAuthorized`]) and every other member's map no
+//! longer lists it, so its handshakes are refused everywhere.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshd_crypto::PublicKey;
+use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
+
+use super::store::{Member, Network, Sighting, Store, StoreError};
+use super::token::TokenError;
+use crate::mesh::map::{MapPeer, NetworkMap, paginate};
+use crate::mesh::message::{Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg};
+use crate::mesh::relay::RelayTable;
+use crate::node::PeerSpec;
+use crate::sys::udp::canonical;
+
+/// How often sightings (last seen, last endpoint) are written to the database: one transaction per
+/// network for all members seen meanwhile.
+pub const SIGHTING_FLUSH: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub enum Output {
+    /// Seal `body` to `key` and send it to `to`.
+    Send { to: SocketAddr, key: PublicKey, body: Body },
+    /// The controller's own node should have exactly these peers.
+    OwnPeers(Vec<PeerSpec>),
+    /// The controller's own node's addresses (with the block's prefix length) and MTU.
+    OwnInterface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
+    /// The relay forwards by this table from now on.
+    Relay(RelayTable),
+}
+
+/// Where a member was last heard from in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    endpoint: SocketAddr,
+    reachable: bool,
+    at: Instant,
+}
+
+struct NetState {
+    /// A small number naming the network in the relay table.
+    index: u32,
+    network: Network,
+    members: Vec<Member>,
+    map: NetworkMap,
+    pages: Vec<MapPageMsg>,
+}
+
+pub struct ControllerService {
+    store: Arc<Mutex<Store>>,
+    own: PublicKey,
+    own_name: String,
+    nets: BTreeMap<String, NetState>,
+    seen: HashMap<(String, PublicKey), Seen>,
+    sightings: HashMap<String, Vec<Sighting>>,
+    next_flush: Option<Instant>,
+    last_version: u64,
+    next_index: u32,
+    outputs: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for ControllerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerService")
+            .field("own", &self.own)
+            .field("networks", &self.nets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerService {
+    /// A controller whose own node is `own` (named `own_name` in every network that reserves it an
+    /// address). Call [`refresh`](Self::refresh) to load the store.
+    pub fn new(store: Arc<Mutex<Store>>, own: PublicKey, own_name: String) -> Self {
+        ControllerService {
+            store,
+            own,
+            own_name,
+            nets: BTreeMap::new(),
+            seen: HashMap::new(),
+            sightings: HashMap::new(),
+            next_flush: None,
+            last_version: 0,
+            next_index: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_flush
+    }
+
+    /// The map version of `network` in use.
+    pub fn map_version(&self, network: &str) -> Option<u64> {
+        self.nets.get(network).map(|n| n.map.version)
+    }
+
+    /// The maps in use, by network.
+    pub fn maps(&self) -> impl Iterator<Item = &NetworkMap> {
+        self.nets.values().map(|n| &n.map)
+    }
+
+    /// Reloads networks and members from the store (after the admin API changed them, and at start),
+    /// and pushes every map that changed.
+    pub fn refresh(&mut self, now: Instant, wall: SystemTime) -> Result<(), StoreError> {
+        let loaded = {
+            let mut store = lock(&self.store);
+            let mut loaded = Vec::new();
+            for network in store.networks()? {
+                if network.plan.controller_v4().is_some()
+                    && let Err(e) = store.add_controller_member(&network.name, &self.own, &self.own_name, wall)
+                {
+                    tracing::warn!("the controller's node cannot take its address in {:?}: {e}", network.name);
+                }
+                let members = store.members(&network.name)?;
+                loaded.push((network, members));
+            }
+            loaded
+        };
+        let names: Vec<String> = loaded.iter().map(|(n, _)| n.name.clone()).collect();
+        self.nets.retain(|name, _| names.contains(name));
+        for (network, members) in loaded {
+            self.update_network(now, wall, network, members);
+        }
+        self.publish_own();
+        Ok(())
+    }
+
+    /// A control message from `from`, sealed by `sender`. Returns whether the sender is a member the
+    /// message was acted on for (the shell then records its counter).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        sender: &PublicKey,
+        body: Body,
+    ) -> bool {
+        let from = canonical(from);
+        if sender == &self.own {
+            return false;
+        }
+        match body {
+            Body::Join(msg) => self.on_join(now, wall, from, sender, msg),
+            Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg),
+            _ => false,
+        }
+    }
+
+    /// Writes the sightings gathered since the last flush.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_flush.is_some_and(|at| now >= at) {
+            self.next_flush = None;
+            self.flush_sightings();
+        }
+    }
+
+    /// Writes pending sightings now (at shutdown).
+    pub fn flush_sightings(&mut self) {
+        let pending = std::mem::take(&mut self.sightings);
+        if pending.is_empty() {
+            return;
+        }
+        let mut store = lock(&self.store);
+        for (network, sightings) in pending {
+            if let Err(e) = store.record_seen(&network, &sightings) {
+                tracing::warn!("cannot record where members of {network:?} were seen: {e}");
+            }
+        }
+    }
+
+    fn on_join(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, sender: &PublicKey, msg: JoinMsg) -> bool {
+        let name = if msg.name.trim().is_empty() {
+            format!("node-{}", sender.fingerprint())
+        } else {
+            msg.name.trim().to_string()
+        };
+        let joined = lock(&self.store).join(&msg.token, sender, &name, wall);
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::info!("join by {} from {from} refused: {e}", sender.fingerprint());
+                let kind = match &e {
+                    StoreError::Token(TokenError::Malformed) => RefusalKind::Malformed,
+                    StoreError::Token(TokenError::Unknown) => RefusalKind::Unknown,
+                    StoreError::Token(TokenError::Expired { .. }) => RefusalKind::Expired,
+                    StoreError::Token(TokenError::Revoked) => RefusalKind::Revoked,
+                    StoreError::Token(TokenError::UsedUp) => RefusalKind::UsedUp,
+                    _ => RefusalKind::Other,
+                };
+                self.send(
+                    from,
+                    *sender,
+                    Body::JoinRefused(RefusedMsg {
+                        kind,
+                        message: e.to_string(),
+                    }),
+                );
+                // Not recorded: anyone can make keys, and a refused sender must not take a slot.
+                return false;
+            }
+        };
+        let network = joined.network.name.clone();
+        if joined.new {
+            tracing::info!(
+                "{} joined {network:?} as {:?} with {}",
+                sender.fingerprint(),
+                joined.member.name,
+                joined.member.ipv4
+            );
+        }
+        self.note_seen(now, wall, &network, sender, from, &msg.local);
+        self.send(
+            from,
+            *sender,
+            Body::Joined(JoinedMsg {
+                network: network.clone(),
+                name: joined.member.name.clone(),
+                ipv4: joined.member.ipv4,
+                ipv6: joined.member.ipv6,
+                ipv4_block: (joined.network.ipv4().addr(), joined.network.ipv4().len()),
+                ipv6_block: joined.network.ipv6().map(|p| (p.addr(), p.len())),
+                mtu: joined.network.mtu,
+            }),
+        );
+        // The member set changed (or, for a repeat, maybe only the address): rebuild and push, which
+        // reaches the new member too since it was just seen.
+        if let Err(e) = self.refresh(now, wall) {
+            tracing::warn!("cannot reload the controller's state after a join: {e}");
+        }
+        if !joined.member.authorized {
+            self.send(
+                from,
+                *sender,
+                Body::NotAuthorized {
+                    network,
+                    member: true,
+                },
+            );
+        } else if let Some(net) = self.nets.get(&network) {
+            // A repeat join with nothing new changes no map, so nothing was pushed: send it.
+            let pages = net.pages.clone();
+            for page in pages {
+                self.send(from, *sender, Body::MapPage(page));
+            }
+        }
+        true
+    }
+
+    fn on_poll(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, sender: &PublicKey, msg: PollMsg) -> bool {
+        let Some(net) = self.nets.get(&msg.network) else {
+            self.send(
+                from,
+                *sender,
+                Body::NotAuthorized {
+                    network: msg.network,
+                    member: false,
+                },
+            );
+            return false;
+        };
+        let Some(member) = net.members.iter().find(|m| &m.public_key == sender) else {
+            self.send(
+                from,
+                *sender,
+                Body::NotAuthorized {
+                    network: msg.network,
+                    member: false,
+                },
+            );
+            return false;
+        };
+        let authorized = member.authorized;
+        let moved = self.note_seen(now, wall, &msg.network, sender, from, &msg.local);
+        if !authorized {
+            self.send(
+                from,
+                *sender,
+                Body::NotAuthorized {
+                    network: msg.network,
+                    member: true,
+                },
+            );
+            return true;
+        }
+        if moved {
+            // Its address is in everyone's map: rebuild and push (to this member too).
+            self.rebuild(now, wall, &msg.network);
+            self.publish_own();
+            return true;
+        }
+        let Some(net) = self.nets.get(&msg.network) else { return true };
+        if msg.have_version < net.map.version {
+            let pages = net.pages.clone();
+            for page in pages {
+                self.send(from, *sender, Body::MapPage(page));
+            }
+        } else {
+            let version = net.map.version;
+            self.send(
+                from,
+                *sender,
+                Body::MapCurrent {
+                    network: msg.network,
+                    version,
+                },
+            );
+        }
+        true
+    }
+
+    /// Records where a member was heard from. Returns whether that changed what the map says.
+    fn note_seen(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        network: &str,
+        key: &PublicKey,
+        from: SocketAddr,
+        local: &LocalInfo,
+    ) -> bool {
+        let reachable = from.port() == local.listen_port && local.local_addrs.iter().any(|a| canonical_ip(*a) == from.ip());
+        let seen = Seen {
+            endpoint: from,
+            reachable,
+            at: now,
+        };
+        let previous = self.seen.insert((network.to_string(), *key), seen);
+        let moved = previous.is_none_or(|p| p.endpoint != from || p.reachable != reachable);
+        let recorded = self.sightings.entry(network.to_string()).or_default();
+        recorded.retain(|s| &s.public_key != key);
+        recorded.push(Sighting {
+            public_key: *key,
+            at: wall,
+            endpoint: Some(from),
+        });
+        if self.next_flush.is_none() {
+            self.next_flush = Some(now + SIGHTING_FLUSH);
+        }
+        moved
+    }
+
+    fn update_network(&mut self, now: Instant, wall: SystemTime, network: Network, members: Vec<Member>) {
+        let name = network.name.clone();
+        let previous = self.nets.remove(&name);
+        let index = match &previous {
+            Some(p) => p.index,
+            None => {
+                self.next_index += 1;
+                self.next_index
+            }
+        };
+        // Members that lost their place since the last map: tell them.
+        if let Some(prev) = &previous {
+            for old in prev.members.iter().filter(|m| m.authorized) {
+                let still = members.iter().find(|m| m.public_key == old.public_key);
+                if still.is_some_and(|m| m.authorized) {
+                    continue;
+                }
+                if let Some(to) = self.endpoint_of(&name, old) {
+                    self.send(
+                        to,
+                        old.public_key,
+                        Body::NotAuthorized {
+                            network: name.clone(),
+                            member: still.is_some(),
+                        },
+                    );
+                }
+            }
+        }
+        let placeholder = NetworkMap {
+            network: name.clone(),
+            version: previous.as_ref().map_or(0, |p| p.map.version),
+            mtu: network.mtu,
+            ipv4_block: (network.ipv4().addr(), network.ipv4().len()),
+            ipv6_block: network.ipv6().map(|p| (p.addr(), p.len())),
+            peers: Vec::new(),
+        };
+        let pages = previous.as_ref().map(|p| p.pages.clone()).unwrap_or_default();
+        self.nets.insert(
+            name.clone(),
+            NetState {
+                index,
+                network,
+                members,
+                map: placeholder,
+                pages,
+            },
+        );
+        let old_map = previous.map(|p| p.map);
+        self.rebuild_if_changed(now, wall, &name, old_map);
+    }
+
+    fn rebuild(&mut self, now: Instant, wall: SystemTime, network: &str) {
+        self.rebuild_if_changed(now, wall, network, None);
+    }
+
+    /// Recomputes `network`'s map; if it differs from `old` (ignoring the version), gives it a new
+    /// version and pushes it to every authorized member with an address.
+    fn rebuild_if_changed(&mut self, _now: Instant, wall: SystemTime, network: &str, old: Option<NetworkMap>) {
+        let Some(net) = self.nets.get(network) else { return };
+        let mut map = build_map(&net.network, &net.members, &self.own, |key| {
+            self.seen.get(&(network.to_string(), *key)).copied().map(|s| (s.endpoint, s.reachable))
+        });
+        if let Some(old) = &old {
+            map.version = old.version;
+            if &map == old {
+                if let Some(net) = self.nets.get_mut(network) {
+                    net.map = map;
+                }
+                return;
+            }
+        }
+        let wall_ms = u64::try_from(wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
+        let version = wall_ms.max(self.last_version + 1).max(map.version + 1);
+        self.last_version = version;
+        map.version = version;
+        let encoded = map.encode();
+        let pages = paginate(network, version, &encoded);
+        let recipients: Vec<(SocketAddr, PublicKey)> = net
+            .members
+            .iter()
+            .filter(|m| m.authorized && m.public_key != self.own)
+            .filter_map(|m| self.endpoint_of(network, m).map(|to| (to, m.public_key)))
+            .collect();
+        for (to, key) in recipients {
+            for page in &pages {
+                self.send(to, key, Body::MapPage(page.clone()));
+            }
+        }
+        tracing::debug!("map of {network:?} is now version {version} ({} pages)", pages.len());
+        if let Some(net) = self.nets.get_mut(network) {
+            net.map = map;
+            net.pages = pages;
+        }
+    }
+
+    /// Where to reach a member: where it was heard from in this run, else where it was last seen.
+    fn endpoint_of(&self, network: &str, member: &Member) -> Option<SocketAddr> {
+        self.seen
+            .get(&(network.to_string(), member.public_key))
+            .map(|s| s.endpoint)
+            .or(member.last_endpoint)
+    }
+
+    /// The controller's own node: its peers (every authorized member of every network), addresses,
+    /// and the relay table.
+    fn publish_own(&mut self) {
+        let mut specs: BTreeMap<PublicKey, PeerSpec> = BTreeMap::new();
+        let mut addresses = Vec::new();
+        let mut mtu: Option<u16> = None;
+        let mut relay = RelayTable::default();
+        for (name, net) in &self.nets {
+            for m in &net.members {
+                if m.public_key == self.own {
+                    addresses.push((IpAddr::V4(m.ipv4), net.network.ipv4().len()));
+                    if let (Some(v6), Some(block)) = (m.ipv6, net.network.ipv6()) {
+                        addresses.push((IpAddr::V6(v6), block.len()));
+                    }
+                    mtu = Some(mtu.map_or(net.network.mtu, |x| x.min(net.network.mtu)));
+                    continue;
+                }
+                if !m.authorized {
+                    continue;
+                }
+                let endpoint = self.endpoint_of(name, m);
+                if let Some(seen) = self.seen.get(&(name.clone(), m.public_key)) {
+                    relay.insert(*m.public_key.as_bytes(), seen.endpoint, net.index);
+                }
+                let spec = specs.entry(m.public_key).or_insert_with(|| PeerSpec {
+                    key: m.public_key,
+                    allowed_ips: Vec::new(),
+                    direct: None,
+                    relay: None,
+                    persistent_keepalive: 0,
+                });
+                spec.direct = spec.direct.or(endpoint);
+                spec.allowed_ips.push(IpPrefix::V4(Ipv4Prefix::from(m.ipv4)));
+                if let Some(v6) = m.ipv6 {
+                    spec.allowed_ips.push(IpPrefix::V6(Ipv6Prefix::from(v6)));
+                }
+            }
+        }
+        self.outputs.push_back(Output::OwnPeers(specs.into_values().collect()));
+        if let Some(mtu) = mtu {
+            self.outputs.push_back(Output::OwnInterface { addresses, mtu });
+        }
+        self.outputs.push_back(Output::Relay(relay));
+    }
+
+    fn send(&mut self, to: SocketAddr, key: PublicKey, body: Body) {
+        self.outputs.push_back(Output::Send { to, key, body });
+    }
+}
+
+/// A network's map: every authorized member, with where it was seen (`seen(key)`: endpoint and
+/// whether it is the member's own socket) or else where it was last seen.
+pub fn build_map(
+    network: &Network,
+    members: &[Member],
+    controller: &PublicKey,
+    seen: impl Fn(&PublicKey) -> Option<(SocketAddr, bool)>,
+) -> NetworkMap {
+    let peers = members
+        .iter()
+        .filter(|m| m.authorized)
+        .map(|m| {
+            let is_controller = &m.public_key == controller;
+            let (endpoint, reachable) = match seen(&m.public_key) {
+                Some((e, r)) => (Some(e), r),
+                None => (m.last_endpoint, false),
+            };
+            MapPeer {
+                key: *m.public_key.as_bytes(),
+                name: m.name.clone(),
+                ipv4: m.ipv4,
+                ipv6: m.ipv6,
+                endpoint: if is_controller { None } else { endpoint },
+                reachable: is_controller || reachable,
+                controller: is_controller,
+            }
+        })
+        .collect();
+    NetworkMap {
+        network: network.name.clone(),
+        version: 0,
+        mtu: network.mtu,
+        ipv4_block: (network.ipv4().addr(), network.ipv4().len()),
+        ipv6_block: network.ipv6().map(|p| (p.addr(), p.len())),
+        peers,
+    }
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    canonical(SocketAddr::new(ip, 0)).ip()
+}
+
+/// The store's lock. A panic while holding it cannot leave the database half-written (SQLite's
+/// transactions roll back), so a poisoned lock is still safe to use.
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,347 @@
+//! The mesh task: the control channel's end in the daemon. It opens and seals control messages,
+//! feeds them to the node's [`Agent`] and, on a controller, to the [`ControllerService`], and carries
+//! out what they ask: datagrams on the tunnel's socket, the interface's peers (through the control
+//! loop, which owns the node), its addresses, the relay table, state files, and answers to the admin
+//! API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use meshd_crypto::PublicKey;
+use rand_chacha::ChaCha20Rng;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::state;
+use crate::api::node::{
+    JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind, PeerStatusView,
+};
+use crate::controller::service::{self, ControllerService};
+use crate::mesh::agent::{self, Agent, base64_key};
+use crate::mesh::channel::Channel;
+use crate::mesh::message::{Body, LocalInfo};
+use crate::node::{Endpoint, PeerSpec};
+use crate::sys::{clock, ifaddrs, ifconfig};
+use crate::wg::control::{MeshCmd, PeerRuntime};
+use crate::wg::shared::Shared;
+
+/// A meshd message from the network (a sealed envelope), as the RX thread hands it over.
+#[derive(Debug)]
+pub struct MeshInput {
+    pub from: SocketAddr,
+    pub datagram: Vec<u8>,
+}
+
+/// Capacity of the RX thread's queue of meshd messages; beyond it they are dropped (and counted).
+pub const MESH_QUEUE: usize = 4096;
+
+/// How often the socket's local addresses are looked at again (an uplink came or went).
+const LOCAL_REFRESH: Duration = Duration::from_secs(30);
+
+pub struct MeshTask {
+    pub channel: Channel,
+    pub agent: Option<Agent>,
+    pub controller: Option<ControllerService>,
+    pub shared: Arc<Shared>,
+    pub control: mpsc::Sender<MeshCmd>,
+    pub interface: String,
+    pub state_dir: PathBuf,
+    pub rng: ChaCha20Rng,
+    pub pending_join: Option<oneshot::Sender<Result<JoinResponse, JoinFailure>>>,
+    pub addresses: Vec<(IpAddr, u8)>,
+}
+
+impl MeshTask {
+    /// The local information a node reports: the socket's port and the machine's addresses.
+    pub fn local_info(interface: &str, port: u16) -> LocalInfo {
+        let local_addrs = ifaddrs::local_addresses(&[interface]).unwrap_or_else(|e| {
+            tracing::warn!("cannot list the machine's addresses: {e}");
+            Vec::new()
+        });
+        LocalInfo {
+            listen_port: port,
+            local_addrs,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<MeshInput>,
+        mut api: mpsc::Receiver<NodeRequest>,
+        changed: Arc<Notify>,
+        port: impl Fn() -> u16,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut local_refresh = tokio::time::interval(LOCAL_REFRESH);
+        local_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(c) = &mut self.controller
+            && let Err(e) = c.refresh(clock::now(), clock::wall())
+        {
+            tracing::error!("cannot load the controller's state: {e}");
+        }
+        self.carry_out().await;
+        loop {
+            let deadline = [
+                self.agent.as_ref().and_then(Agent::poll_timeout),
+                self.controller.as_ref().and_then(ControllerService::poll_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timer = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                Some(input) = inputs.recv() => self.on_datagram(input),
+                Some(request) = api.recv() => self.on_request(request).await,
+                _ = changed.notified() => {
+                    if let Some(c) = &mut self.controller
+                        && let Err(e) = c.refresh(clock::now(), clock::wall())
+                    {
+                        tracing::error!("cannot reload the controller's state: {e}");
+                    }
+                }
+                _ = timer => {
+                    let now = clock::now();
+                    if let Some(a) = &mut self.agent {
+                        a.handle_timeout(now);
+                    }
+                    if let Some(c) = &mut self.controller {
+                        c.handle_timeout(now);
+                    }
+                }
+                _ = local_refresh.tick() => {
+                    if let Some(a) = &mut self.agent {
+                        a.set_local(Self::local_info(&self.interface, port()));
+                    }
+                }
+            }
+            self.carry_out().await;
+        }
+        if let Some(c) = &mut self.controller {
+            c.flush_sightings();
+        }
+    }
+
+    fn on_datagram(&mut self, input: MeshInput) {
+        let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let opened = match self.channel.open(wall, &input.datagram) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::debug!("control message from {} refused: {e}", input.from);
+                return;
+            }
+        };
+        let now = clock::now();
+        let from = crate::sys::udp::canonical(input.from);
+        let sender = opened.sender;
+        let body = opened.body.clone();
+        let acted = match (&mut self.controller, &mut self.agent) {
+            (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body),
+            (None, Some(a)) => a.handle_message(now, from, &sender, body),
+            (None, None) => false,
+        };
+        if acted && let Err(e) = self.channel.accept(&opened) {
+            tracing::debug!("control message from {} not recorded: {e}", sender.fingerprint());
+        }
+    }
+
+    async fn on_request(&mut self, request: NodeRequest) {
+        match request {
+            NodeRequest::Status(reply) => {
+                let status = self.status().await;
+                let _ = reply.send(status);
+            }
+            NodeRequest::Join(join, reply) => {
+                if self.controller.is_some() {
+                    let _ = reply.send(Err(JoinFailure {
+                        kind: JoinFailureKind::AlreadyJoined,
+                        message: "this daemon runs the controller; its node is in every network it hosts \
+                                  and joins none"
+                            .to_string(),
+                    }));
+                    return;
+                }
+                if self.pending_join.is_some() {
+                    let _ = reply.send(Err(JoinFailure {
+                        kind: JoinFailureKind::Refused,
+                        message: "a join is in progress already; wait for it to finish".to_string(),
+                    }));
+                    return;
+                }
+                let name = join.name.clone().unwrap_or_else(host_name);
+                let Some(agent) = &mut self.agent else { return };
+                match agent.join(clock::now(), &join.token, join.controller, &name) {
+                    Ok(()) => self.pending_join = Some(reply),
+                    Err(failure) => {
+                        let _ = reply.send(Err(failure));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out everything the agent and the controller asked for.
+    async fn carry_out(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.agent.as_mut().and_then(Agent::poll_output) {
+                progressed = true;
+                self.on_agent_output(out).await;
+            }
+            while let Some(out) = self.controller.as_mut().and_then(ControllerService::poll_output) {
+                progressed = true;
+                self.on_controller_output(out).await;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    async fn on_agent_output(&mut self, out: agent::Output) {
+        match out {
+            agent::Output::Send { to, key, body } => self.send(to, &key, body),
+            agent::Output::Peers(peers) => self.set_peers(peers).await,
+            agent::Output::Interface { addresses, mtu } => self.set_interface(addresses, mtu),
+            agent::Output::Persist { membership, map } => {
+                if let Err(e) = state::save(&self.state_dir, &membership, map.as_ref()) {
+                    tracing::error!("{e:#}");
+                }
+            }
+            agent::Output::JoinDone(result) => {
+                match &result {
+                    Ok(r) => tracing::info!("joined network {:?} as {:?} with {}", r.network, r.name, r.ipv4),
+                    Err(e) => tracing::warn!("join failed: {}", e.message),
+                }
+                if let Some(reply) = self.pending_join.take() {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn on_controller_output(&mut self, out: service::Output) {
+        match out {
+            service::Output::Send { to, key, body } => self.send(to, &key, body),
+            service::Output::OwnPeers(peers) => self.set_peers(peers).await,
+            service::Output::OwnInterface { addresses, mtu } => self.set_interface(addresses, mtu),
+            service::Output::Relay(table) => self.shared.relay.store(Arc::new(table)),
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, key: &PublicKey, body: Body) {
+        let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
+        match self.channel.seal(wall, key, body, &mut self.rng) {
+            Ok(datagram) => {
+                if let Err(e) = self.shared.udp.load().send(to, &datagram, None) {
+                    tracing::debug!("control message to {to} not sent: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot seal a control message to {}: {e}", key.fingerprint()),
+        }
+    }
+
+    async fn set_peers(&mut self, peers: Vec<PeerSpec>) {
+        if self.control.send(MeshCmd::Reconcile(peers)).await.is_err() {
+            tracing::debug!("control loop gone; peers not applied");
+        }
+    }
+
+    fn set_interface(&mut self, addresses: Vec<(IpAddr, u8)>, mtu: u16) {
+        if let Err(e) = ifconfig::configure(&self.interface, &addresses, mtu) {
+            tracing::error!("cannot configure {}: {e}", self.interface);
+            return;
+        }
+        for (addr, len) in &addresses {
+            if !self.addresses.contains(&(*addr, *len)) {
+                tracing::info!("{} has address {addr}/{len}", self.interface);
+            }
+        }
+        self.addresses = addresses;
+    }
+
+    async fn status(&mut self) -> NodeStatus {
+        let (tx, rx) = oneshot::channel();
+        let runtime = match self.control.send(MeshCmd::Peers(tx)).await {
+            Ok(()) => rx.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let wall = clock::wall();
+        let now = clock::now();
+        let names = self.peer_names();
+        let peers = runtime
+            .into_iter()
+            .map(|p: PeerRuntime| {
+                let info = names.iter().find(|n| n.0 == p.key);
+                PeerStatusView {
+                    name: info.map(|n| n.1.clone()).unwrap_or_default(),
+                    public_key: base64_key(p.key.as_bytes()),
+                    mesh_ipv4: info.map(|n| n.2),
+                    mesh_ipv6: info.and_then(|n| n.3),
+                    endpoint: p.endpoint.map(|e| e.addr()),
+                    path: match p.endpoint {
+                        Some(Endpoint::Direct(_)) => PathKind::Direct,
+                        Some(Endpoint::Relayed { .. }) => PathKind::Relayed,
+                        None => PathKind::None,
+                    },
+                    last_handshake_secs: p
+                        .last_handshake
+                        .and_then(|t| wall.duration_since(t).ok())
+                        .map(|d| d.as_secs()),
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                }
+            })
+            .collect();
+        let membership = self.agent.as_ref().and_then(|a| {
+            a.membership().map(|m| MembershipStatus {
+                network: m.network.clone(),
+                name: m.name.clone(),
+                controller_key: base64_key(&m.controller_key),
+                controller: m.controller,
+                authorized: a.authorized(),
+                map_version: a.map_version(),
+                controller_last_heard_secs: a.last_heard().map(|t| now.saturating_duration_since(t).as_secs()),
+            })
+        });
+        NodeStatus {
+            public_key: base64_key(self.channel.public_key().as_bytes()),
+            interface: self.interface.clone(),
+            listen_port: self.shared.udp.load().port(),
+            controller_role: self.controller.is_some(),
+            membership,
+            addresses: self.addresses.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+            peers,
+        }
+    }
+
+    /// (key, name, mesh IPv4, mesh IPv6) of every peer the maps in use name.
+    fn peer_names(&self) -> Vec<(PublicKey, String, std::net::Ipv4Addr, Option<std::net::Ipv6Addr>)> {
+        let maps: Vec<&crate::mesh::map::NetworkMap> = match (&self.controller, &self.agent) {
+            (Some(c), _) => c.maps().collect(),
+            (None, Some(a)) => a.map().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        maps.into_iter()
+            .flat_map(|m| &m.peers)
+            .map(|p| (PublicKey::from_bytes(p.key), p.name.clone(), p.ipv4, p.ipv6))
+            .collect()
+    }
+}
+
+/// This machine's host name, the default name of a joining node.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}

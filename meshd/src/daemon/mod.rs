@@ -1,0 +1,178 @@
+//! `meshd up`: the mesh daemon. The same interface and data path as `meshd-wg` (so `wg show` works),
+//! plus the mesh task that joins a network and keeps the peers in step with the map, the controller
+//! when the configuration enables it, and the admin API on loopback.
+//!
+//! ```text
+//!   TUN <-> [TX / RX threads] <-> UDP ------ meshd messages (0x80) ----> [mesh task: Agent | ControllerService]
+//!                  ^                                                          |         ^
+//!                  | sessions, routes, relay table                  peers     |         | status, join
+//!   wg(8) <-> [control loop: Node] <------------------------------------------+    [admin API (axum, loopback)]
+//! ```
+
+pub mod mesh;
+pub mod state;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tokio::sync::{Notify, mpsc};
+use zeroize::Zeroizing;
+
+use crate::api::auth::ApiToken;
+use crate::api::server::{ApiState, ControllerHandle};
+use crate::config::Config;
+use crate::controller::service::ControllerService;
+use crate::controller::store::Store;
+use crate::mesh::agent::Agent;
+use crate::mesh::channel::Channel;
+use crate::sys::{clock, files, random};
+use crate::uapi::SetDevice;
+use crate::wg::control::Control;
+use crate::wg::{Device, uapi_server};
+use mesh::{MESH_QUEUE, MeshTask};
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT (or the interface is deleted).
+pub fn up(config: Config) -> anyhow::Result<()> {
+    files::ensure_private_dir(&config.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+    let secret = state::node_key(&config.state_dir, random::seed())?;
+    let own_key = *secret.public_key();
+    tracing::info!("node key {}", own_key.fingerprint());
+    let (membership, map) = if config.controller.enabled {
+        (None, None)
+    } else {
+        state::load(&config.state_dir)?
+    };
+    let store = if config.controller.enabled {
+        let store = Store::open(&config.state_dir)
+            .with_context(|| format!("cannot open the controller database in {}", config.state_dir.display()))?;
+        Some(Arc::new(Mutex::new(store)))
+    } else {
+        None
+    };
+    let mut rng = ChaCha20Rng::from_seed(random::seed());
+    let api_token = ApiToken::load_or_create(&config.api_token_path(), &mut rng)
+        .with_context(|| format!("cannot set up the API token {}", config.api_token_path().display()))?;
+
+    let (mesh_tx, mesh_rx) = mpsc::channel(MESH_QUEUE);
+    let mut device = Device::start(&config.interface, config.listen_port, Some(mesh_tx)).with_context(|| {
+        format!(
+            "cannot start interface {} on UDP port {}",
+            config.interface, config.listen_port
+        )
+    })?;
+    let name = device.name.clone();
+    // The node's key, as `wg set private-key` would set it.
+    let set_key = SetDevice {
+        private_key: Some(Some(Zeroizing::new(*secret.to_bytes()))),
+        ..SetDevice::default()
+    };
+    device
+        .node
+        .apply(clock::now(), clock::wall(), &set_key)
+        .map_err(|e| anyhow::anyhow!("cannot set the node key: {e}"))?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (uapi_listener, api_listener) = {
+        let _guard = runtime.enter();
+        let path = uapi_server::socket_path(&name);
+        let uapi = uapi_server::bind(&path).with_context(|| format!("cannot serve {}", path.display()))?;
+        let std_listener = std::net::TcpListener::bind(config.api)
+            .with_context(|| format!("cannot listen on {} for the admin API (is another meshd running?)", config.api))?;
+        std_listener.set_nonblocking(true)?;
+        (uapi, tokio::net::TcpListener::from_std(std_listener)?)
+    };
+
+    let (call_tx, call_rx) = mpsc::channel(16);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (api_tx, api_rx) = mpsc::channel(16);
+    let changed = Arc::new(Notify::new());
+    let controller_handle = store.as_ref().map(|store| ControllerHandle {
+        store: Arc::clone(store),
+        controller_key: own_key,
+        changed: Arc::clone(&changed),
+        rng: Arc::new(Mutex::new(ChaCha20Rng::from_seed(random::seed()))),
+    });
+    let api_state = ApiState {
+        token: Arc::new(api_token),
+        controller: controller_handle,
+        node: api_tx,
+    };
+
+    let port = device.shared.udp.load().port();
+    let agent = (!config.controller.enabled).then(|| {
+        Agent::new(
+            clock::now(),
+            own_key,
+            MeshTask::local_info(&name, port),
+            membership,
+            map,
+        )
+    });
+    let controller = store.map(|store| ControllerService::new(store, own_key, mesh::host_name()));
+    let task = MeshTask {
+        channel: Channel::new(secret),
+        agent,
+        controller,
+        shared: Arc::clone(&device.shared),
+        control: cmd_tx,
+        interface: name.clone(),
+        state_dir: config.state_dir.clone(),
+        rng: ChaCha20Rng::from_seed(random::seed()),
+        pending_join: None,
+        addresses: Vec::new(),
+    };
+    let shared = Arc::clone(&device.shared);
+    let control = Control::new(device.node, Arc::clone(&device.shared), device.rx_updates);
+    let mut gone = device.gone;
+    let handshakes = device.handshakes;
+    tracing::info!(
+        "meshd is up: interface {name}, UDP port {port}, admin API on {}{}",
+        config.api,
+        if config.controller.enabled { ", controller enabled" } else { "" }
+    );
+
+    runtime.block_on(async {
+        let uapi = tokio::spawn(uapi_server::serve(uapi_listener, call_tx));
+        let api = tokio::spawn(crate::api::server::serve(api_listener, api_state));
+        let stopping = Arc::new(Notify::new());
+        let mesh_stop = {
+            let stopping = Arc::clone(&stopping);
+            async move { stopping.notified().await }
+        };
+        let mesh_shared = Arc::clone(&shared);
+        let mesh = tokio::spawn(task.run(
+            mesh_rx,
+            api_rx,
+            changed,
+            move || mesh_shared.udp.load().port(),
+            mesh_stop,
+        ));
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                Some(why) = gone.recv() => tracing::info!("{why}: shutting down"),
+            }
+        };
+        control.run_mesh(handshakes, call_rx, cmd_rx, stop).await;
+        // Let the mesh task write what it holds (the controller's sightings) before leaving.
+        stopping.notify_one();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), mesh).await;
+        uapi.abort();
+        api.abort();
+    });
+    shared.stopping.store(true, Ordering::Relaxed);
+    let path = uapi_server::socket_path(&name);
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!("cannot remove {}: {e}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! A node's side of the mesh, sans IO: joining with a token, polling the controller, putting map
+//! pages together, and turning the map into the peer set the node's interface should have.
+//!
+//! Driven like the node core: feed `join`, `handle_message` and `handle_timeout` (with `now`), then
+//! drain `poll_output`. The shell seals and opens envelopes ([`super::channel`]), carries out the
+//! outputs (datagrams, the interface's peers and addresses, files) and answers the admin API.
+//!
+//! Paths: every peer gets the relay (the controller's node) as a fallback path. It gets a direct
+//! address only when the controller saw that the peer's address is its own socket (`reachable`); a
+//! peer behind NAT is reached through the relay until it sends directly, which the data path notices
+//! (a public node learns a NATed peer's address from its first direct packet). A node behind NAT
+//! keeps its mappings open with a keepalive to the controller (which is also the relay's address) and
+//! to the reachable peers it talks to directly.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use meshd_crypto::PublicKey;
+use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
+use zeroize::Zeroizing;
+
+use super::map::{Assembler, NetworkMap, PageOutcome};
+use super::membership::Membership;
+use super::message::{Body, JoinMsg, JoinedMsg, LocalInfo, PollMsg, RefusalKind, RefusedMsg};
+use crate::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
+use crate::controller::token::JoinToken;
+use crate::node::PeerSpec;
+
+/// How often a node polls its controller: its liveness signal, its endpoint report, and how a lost
+/// push is caught up.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a node asks again when pages of a map are missing.
+pub const PAGE_RETRY: Duration = Duration::from_millis(300);
+/// How often a join request is repeated while unanswered, and when the node gives up.
+pub const JOIN_RETRY: Duration = Duration::from_secs(1);
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive interval where a NAT mapping must stay open (below the 30 s many NATs keep an idle UDP
+/// mapping; the same value as wg-quick's usual `PersistentKeepalive = 25`).
+pub const NAT_KEEPALIVE: u16 = 25;
+
+#[derive(Debug)]
+pub enum Output {
+    /// Seal `body` to `key` and send it to `to`.
+    Send { to: SocketAddr, key: PublicKey, body: Body },
+    /// The interface's peers should be exactly these.
+    Peers(Vec<PeerSpec>),
+    /// The interface's addresses (with the block's prefix length) and MTU.
+    Interface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
+    /// Write the membership and the last complete map (`None`: forget it) to disk.
+    Persist { membership: Membership, map: Option<NetworkMap> },
+    /// The answer to [`Agent::join`].
+    JoinDone(Result<JoinResponse, JoinFailure>),
+}
+
+struct Joining {
+    token: Zeroizing<String>,
+    controller_key: PublicKey,
+    controller: SocketAddr,
+    name: String,
+    next_send: Instant,
+    deadline: Instant,
+}
+
+pub struct Agent {
+    own_key: PublicKey,
+    local: LocalInfo,
+    membership: Option<Membership>,
+    map: Option<NetworkMap>,
+    authorized: bool,
+    assembler: Assembler,
+    joining: Option<Joining>,
+    next_poll: Option<Instant>,
+    last_heard: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("own_key", &self.own_key)
+            .field("network", &self.membership.as_ref().map(|m| &m.network))
+            .field("map_version", &self.map_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent for the node `own_key`, resuming `membership` and its last `map` if the node joined
+    /// before (both as persisted), so the node works on its last map while the controller is away.
+    pub fn new(
+        now: Instant,
+        own_key: PublicKey,
+        local: LocalInfo,
+        membership: Option<Membership>,
+        map: Option<NetworkMap>,
+    ) -> Self {
+        let map = map.filter(|m| membership.as_ref().is_some_and(|ms| ms.network == m.network));
+        let mut agent = Agent {
+            own_key,
+            local,
+            authorized: true,
+            membership,
+            map,
+            assembler: Assembler::default(),
+            joining: None,
+            next_poll: None,
+            last_heard: None,
+            outputs: VecDeque::new(),
+        };
+        if let Some(m) = &agent.membership {
+            agent.outputs.push_back(Output::Interface {
+                addresses: m.interface_addresses(),
+                mtu: m.mtu,
+            });
+            agent.publish_peers();
+            agent.next_poll = Some(now);
+        }
+        agent
+    }
+
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    pub fn map(&self) -> Option<&NetworkMap> {
+        self.map.as_ref()
+    }
+
+    pub fn map_version(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.version)
+    }
+
+    pub fn authorized(&self) -> bool {
+        self.authorized
+    }
+
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// The socket's port or addresses changed.
+    pub fn set_local(&mut self, local: LocalInfo) {
+        self.local = local;
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let join = self.joining.as_ref().map(|j| j.next_send.min(j.deadline));
+        [join, self.next_poll].into_iter().flatten().min()
+    }
+
+    /// Starts joining with `token` through the controller at `controller`. The answer comes as
+    /// [`Output::JoinDone`], at the latest after [`JOIN_TIMEOUT`].
+    pub fn join(&mut self, now: Instant, token: &str, controller: SocketAddr, name: &str) -> Result<(), JoinFailure> {
+        if let Some(m) = &self.membership {
+            return Err(JoinFailure {
+                kind: JoinFailureKind::AlreadyJoined,
+                message: format!(
+                    "this node is a member of network {:?} already (controller {}); it rejoins by \
+                     itself after a restart, and a node belongs to one network",
+                    m.network, m.controller
+                ),
+            });
+        }
+        if self.joining.is_some() {
+            return Err(JoinFailure {
+                kind: JoinFailureKind::Refused,
+                message: "a join is in progress already; wait for it to finish".to_string(),
+            });
+        }
+        let parsed = JoinToken::parse(token).map_err(|e| JoinFailure {
+            kind: JoinFailureKind::Malformed,
+            message: e.to_string(),
+        })?;
+        self.joining = Some(Joining {
+            token: Zeroizing::new(token.trim().to_string()),
+            controller_key: *parsed.controller_key(),
+            controller,
+            name: name.to_string(),
+            next_send: now,
+            deadline: now + JOIN_TIMEOUT,
+        });
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// A control message from `from`, sealed by `sender`. Returns whether it was acted on (the shell
+    /// then records its counter); messages from anyone but the controller are not.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, sender: &PublicKey, body: Body) -> bool {
+        let _ = from;
+        if let Some(j) = &self.joining
+            && sender == &j.controller_key
+        {
+            match body {
+                Body::Joined(msg) => {
+                    self.on_joined(now, msg);
+                    return true;
+                }
+                Body::JoinRefused(msg) => {
+                    self.joining = None;
+                    self.outputs.push_back(Output::JoinDone(Err(refusal(msg))));
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        let Some(m) = &self.membership else { return false };
+        if sender.as_bytes() != &m.controller_key {
+            return false;
+        }
+        let network = m.network.clone();
+        self.last_heard = Some(now);
+        match body {
+            Body::MapPage(page) => {
+                match self.assembler.add(&network, self.map_version(), page) {
+                    PageOutcome::Complete(map) => self.on_map(map),
+                    PageOutcome::Pending => {
+                        // Pages are pushed back to back; if some are lost, ask again soon.
+                        self.next_poll = Some(now + PAGE_RETRY);
+                    }
+                    PageOutcome::Ignored => {}
+                    PageOutcome::Corrupt(e) => {
+                        tracing::warn!("controller sent a map that does not decode: {e}");
+                    }
+                }
+                true
+            }
+            Body::MapCurrent { network: n, .. } if n == network => {
+                if !self.authorized {
+                    self.authorized = true;
+                    self.publish_peers();
+                }
+                true
+            }
+            Body::NotAuthorized { network: n, member } if n == network => {
+                if self.authorized || self.map.is_some() {
+                    tracing::warn!(
+                        "the controller says this node is {} network {network:?}; it keeps asking",
+                        if member { "not authorized in" } else { "no longer a member of" }
+                    );
+                }
+                self.authorized = false;
+                self.map = None;
+                self.publish_peers();
+                self.persist();
+                true
+            }
+            // Joined/JoinRefused outside a join (late duplicates) and messages about other networks.
+            _ => false,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(j) = &mut self.joining {
+            if now >= j.deadline {
+                let controller = j.controller;
+                self.joining = None;
+                self.outputs.push_back(Output::JoinDone(Err(JoinFailure {
+                    kind: JoinFailureKind::Unreachable,
+                    message: format!(
+                        "no answer from the controller at {controller} within {} s; check the address \
+                         and port (the controller's listen_port), and that UDP reaches it",
+                        JOIN_TIMEOUT.as_secs()
+                    ),
+                })));
+            } else if now >= j.next_send {
+                j.next_send = now + JOIN_RETRY;
+                let body = Body::Join(JoinMsg {
+                    token: j.token.to_string(),
+                    name: j.name.clone(),
+                    local: self.local.clone(),
+                });
+                self.outputs.push_back(Output::Send {
+                    to: j.controller,
+                    key: j.controller_key,
+                    body,
+                });
+            }
+        }
+        if let (Some(at), Some(m)) = (self.next_poll, &self.membership)
+            && now >= at
+        {
+            self.next_poll = Some(now + POLL_INTERVAL);
+            let body = Body::Poll(PollMsg {
+                network: m.network.clone(),
+                have_version: self.map_version(),
+                local: self.local.clone(),
+            });
+            self.outputs.push_back(Output::Send {
+                to: m.controller,
+                key: PublicKey::from_bytes(m.controller_key),
+                body,
+            });
+        }
+    }
+
+    fn on_joined(&mut self, now: Instant, msg: JoinedMsg) {
+        let Some(j) = self.joining.take() else { return };
+        let membership = Membership {
+            network: msg.network,
+            name: msg.name,
+            controller_key: *j.controller_key.as_bytes(),
+            controller: j.controller,
+            ipv4: msg.ipv4,
+            ipv6: msg.ipv6,
+            ipv4_block: msg.ipv4_block,
+            ipv6_block: msg.ipv6_block,
+            mtu: msg.mtu,
+        };
+        let response = JoinResponse {
+            network: membership.network.clone(),
+            name: membership.name.clone(),
+            ipv4: membership.ipv4,
+            ipv6: membership.ipv6,
+            controller_key: base64_key(&membership.controller_key),
+            controller: membership.controller,
+        };
+        self.outputs.push_back(Output::Interface {
+            addresses: membership.interface_addresses(),
+            mtu: membership.mtu,
+        });
+        self.membership = Some(membership);
+        self.map = None;
+        self.authorized = true;
+        self.last_heard = Some(now);
+        self.persist();
+        self.publish_peers();
+        self.outputs.push_back(Output::JoinDone(Ok(response)));
+        // The controller pushes the map after the welcome; poll soon in case it was lost.
+        self.next_poll = Some(now + PAGE_RETRY);
+    }
+
+    fn on_map(&mut self, map: NetworkMap) {
+        let mtu_changed = self.membership.as_ref().is_some_and(|m| m.mtu != map.mtu);
+        if let Some(m) = &mut self.membership
+            && mtu_changed
+        {
+            m.mtu = map.mtu;
+            self.outputs.push_back(Output::Interface {
+                addresses: m.interface_addresses(),
+                mtu: m.mtu,
+            });
+        }
+        self.map = Some(map);
+        self.authorized = true;
+        self.publish_peers();
+        self.persist();
+    }
+
+    fn persist(&mut self) {
+        if let Some(m) = &self.membership {
+            self.outputs.push_back(Output::Persist {
+                membership: m.clone(),
+                map: self.map.clone(),
+            });
+        }
+    }
+
+    fn publish_peers(&mut self) {
+        if let Some(m) = &self.membership {
+            let peers = peer_specs(&self.own_key, m, self.map.as_ref().filter(|_| self.authorized));
+            self.outputs.push_back(Output::Peers(peers));
+        }
+    }
+}
+
+/// The peers a member should have: the controller's node always (the control channel's and the
+/// relay's address), and with a map every other authorized member, each with its mesh addresses as
+/// allowed IPs, a direct address when it has a reachable one, and the relay.
+pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&NetworkMap>) -> Vec<PeerSpec> {
+    let controller_key = PublicKey::from_bytes(membership.controller_key);
+    let relay = membership.controller;
+    let own_reachable = map
+        .and_then(|m| m.peer(own.as_bytes()))
+        .is_some_and(|p| p.reachable);
+    let mut specs = Vec::with_capacity(map.map_or(1, |m| m.peers.len()));
+    let mut controller_listed = false;
+    for p in map.into_iter().flat_map(|m| &m.peers) {
+        if &p.key == own.as_bytes() {
+            continue;
+        }
+        let allowed_ips = host_prefixes(p.ipv4, p.ipv6);
+        let key = PublicKey::from_bytes(p.key);
+        if p.controller || key == controller_key {
+            controller_listed = true;
+            specs.push(PeerSpec {
+                key,
+                allowed_ips,
+                direct: Some(relay),
+                relay: None,
+                persistent_keepalive: NAT_KEEPALIVE,
+            });
+            continue;
+        }
+        let direct = p.endpoint.filter(|_| p.reachable);
+        specs.push(PeerSpec {
+            key,
+            allowed_ips,
+            direct,
+            relay: Some(relay),
+            persistent_keepalive: if direct.is_some() && !own_reachable {
+                NAT_KEEPALIVE
+            } else {
+                0
+            },
+        });
+    }
+    if !controller_listed {
+        specs.push(PeerSpec {
+            key: controller_key,
+            allowed_ips: Vec::new(),
+            direct: Some(relay),
+            relay: None,
+            persistent_keepalive: NAT_KEEPALIVE,
+        });
+    }
+    specs
+}
+
+fn host_prefixes(v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> Vec<IpPrefix> {
+    let mut out = vec![IpPrefix::V4(Ipv4Prefix::from(v4))];
+    if let Some(v6) = v6 {
+        out.push(IpPrefix::V6(Ipv6Prefix::from(v6)));
+    }
+    out
+}
+
+fn refusal(msg: RefusedMsg) -> JoinFailure {
+    let kind = match msg.kind {
+        RefusalKind::Malformed => JoinFailureKind::Malformed,
+        RefusalKind::Unknown => JoinFailureKind::Unknown,
+        RefusalKind::Expired => JoinFailureKind::Expired,
+        RefusalKind::Revoked => JoinFailureKind::Revoked,
+        RefusalKind::UsedUp => JoinFailureKind::UsedUp,
+        RefusalKind::Other => JoinFailureKind::Refused,
+    };
+    JoinFailure {
+        kind,
+        message: msg.message,
+    }
+}
+
+pub fn base64_key(key: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
