@@ -43,6 +43,10 @@ pub enum DropReason {
     RateLimited,
     /// A handshake message answered with a cookie reply instead of being processed (under load).
     CookieSent,
+    /// Under load, an initiation that came through a relay without a valid `mac2`: the cookie reply it
+    /// calls for cannot be addressed (a relay forwards by destination key, and the initiator's key is
+    /// known only after decryption), so it is dropped unanswered.
+    CookieUnroutable,
     /// An initiation from a key that is not a configured peer.
     UnknownPeer,
     /// A handshake message that failed to decrypt or authenticate, or replayed a timestamp.
@@ -53,10 +57,17 @@ pub enum DropReason {
     NoPrivateKey,
     /// The queue of handshake messages waiting for the control thread was full.
     HandshakeQueueFull,
+
+    // meshd's own messages.
+    /// A relay frame this node does not forward: not for it, and not from and to authorized members
+    /// of one network (or the node relays for no one).
+    RelayRefused,
+    /// A control message (sealed envelope) arrived where none is expected, or its queue was full.
+    ControlUnexpected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::NotIp,
         DropReason::NoRoute,
         DropReason::NoEndpoint,
@@ -74,11 +85,14 @@ impl DropReason {
         DropReason::BadMac1,
         DropReason::RateLimited,
         DropReason::CookieSent,
+        DropReason::CookieUnroutable,
         DropReason::UnknownPeer,
         DropReason::HandshakeFailed,
         DropReason::BadCookie,
         DropReason::NoPrivateKey,
         DropReason::HandshakeQueueFull,
+        DropReason::RelayRefused,
+        DropReason::ControlUnexpected,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -101,11 +115,14 @@ impl DropReason {
             DropReason::BadMac1 => "bad_mac1",
             DropReason::RateLimited => "rate_limited",
             DropReason::CookieSent => "cookie_sent",
+            DropReason::CookieUnroutable => "cookie_unroutable",
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::HandshakeFailed => "handshake_failed",
             DropReason::BadCookie => "bad_cookie",
             DropReason::NoPrivateKey => "no_private_key",
             DropReason::HandshakeQueueFull => "handshake_queue_full",
+            DropReason::RelayRefused => "relay_refused",
+            DropReason::ControlUnexpected => "control_unexpected",
         }
     }
 

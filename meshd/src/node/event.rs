@@ -3,22 +3,26 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use meshd_crypto::PublicKey;
 use meshd_crypto::session::{Receiver, Sender};
 
-use super::{DropReason, PeerId};
+use super::{DropReason, Endpoint, PeerId};
 
 #[derive(Debug)]
 pub enum Event {
-    /// Send `datagram` to `to` on the tunnel's UDP socket.
+    /// Send `datagram` to `to` on the tunnel's UDP socket. For a peer reached through a relay, `to` is
+    /// the relay and `datagram` already a relay frame: the shell sends it as it is.
     Transmit { to: SocketAddr, datagram: Vec<u8> },
-    /// A peer was created: the shell sets up its shared state (counters, endpoint, sending slot).
-    PeerAdded { peer: PeerId },
+    /// A peer was created: the shell sets up its shared state (counters, endpoint, sending slot). The
+    /// key is what the data path puts in the relay frames of a relayed peer's packets.
+    PeerAdded { peer: PeerId, key: PublicKey },
     /// A peer was removed: the shell forgets it (its receivers are removed by separate events).
     PeerRemoved { peer: PeerId },
-    /// The peer's endpoint changed (configuration or a handshake from a new address).
+    /// The peer's active path changed (configuration, a handshake, or the data path's report of a
+    /// packet over another path): the data path sends its packets this way from now on.
     Endpoint {
         peer: PeerId,
-        endpoint: Option<SocketAddr>,
+        endpoint: Option<Endpoint>,
     },
     /// Publish `sender` as the peer's session for the TX path (`None`: nothing to send with).
     Sender {

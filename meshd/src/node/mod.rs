@@ -6,6 +6,7 @@
 
 mod activity;
 mod drop;
+mod endpoint;
 mod event;
 #[allow(clippy::module_inception)]
 mod node;
@@ -13,6 +14,7 @@ mod peer;
 
 pub use activity::Activity;
 pub use drop::{DropCounters, DropReason};
+pub use endpoint::{Endpoint, Paths};
 pub use event::Event;
 pub use node::{HANDSHAKE_QUEUE, Node};
 pub use peer::{MAX_QUEUED, PeerId};

@@ -5,14 +5,18 @@
 //! receivers this node hands out through [`Event`]s; it reports back what it did with
 //! [`Node::handle_activity`] and hands over what it could not send with [`Node::handle_unsent`].
 //!
+//! A peer is reached directly or through a relay ([`Endpoint`]); which path is in use follows the rule in
+//! [`endpoint`](super::endpoint). The node frames what it sends itself (a relayed peer's datagrams go to
+//! the relay in relay frames), and expects relayed datagrams unwrapped, marked [`Endpoint::Relayed`].
+//! [`Node::reconcile`] makes the peer set that of a network map.
+//!
 //! Run loop (the shell's contract):
 //! 1. feed one input: `handle_datagram`, `handle_unsent`, `handle_activity`, `handle_session_confirmed`,
-//!    `apply`, or `handle_timeout` once `poll_timeout` has passed;
+//!    `apply`, `reconcile`, or `handle_timeout` once `poll_timeout` has passed;
 //! 2. drain `poll_event` until `None`, acting on each event in order;
 //! 3. sleep until `poll_timeout` or the next input.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -23,6 +27,7 @@ use meshd_crypto::ratelimiter::RateLimiter;
 use meshd_crypto::session::{self, HEADROOM, TAILROOM};
 use meshd_crypto::timers::TimerAction;
 use meshd_crypto::{PresharedKey, PublicKey, StaticSecret};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RelayHeader};
 use meshd_packet::wire::{self, Message};
 use meshd_routing::AllowedIps;
 use rand_chacha::ChaCha20Rng;
@@ -31,7 +36,7 @@ use zerocopy::IntoBytes;
 use zeroize::Zeroizing;
 
 use super::peer::{MAX_QUEUED, Peer, SendingSession};
-use super::{Activity, DropReason, Event, PeerId};
+use super::{Activity, DropReason, Endpoint, Event, Paths, PeerId};
 use crate::uapi::{DeviceStatus, PeerStatus, PeerUpdate, SetDevice, UapiError};
 
 /// Capacity of the shell's queue of handshake messages; the node is under load when it is 1/8 full.
@@ -41,12 +46,12 @@ pub const HANDSHAKE_QUEUE: usize = 4096;
 const RATE_LIMITER_ENTRIES: usize = 1 << 16;
 
 pub struct Node {
-    identity: Option<Identity>,
+    pub(super) identity: Option<Identity>,
     cookie_checker: Option<CookieChecker>,
-    peers: BTreeMap<PeerId, Peer>,
-    by_key: HashMap<PublicKey, PeerId>,
+    pub(super) peers: BTreeMap<PeerId, Peer>,
+    pub(super) by_key: HashMap<PublicKey, PeerId>,
     indices: IndexTable<PeerId>,
-    allowed_ips: AllowedIps<PeerId>,
+    pub(super) allowed_ips: AllowedIps<PeerId>,
     rate_limiter: RateLimiter,
     load: LoadMonitor,
     rng: ChaCha20Rng,
@@ -54,7 +59,7 @@ pub struct Node {
     listen_port: u16,
     fwmark: u32,
     mtu: usize,
-    events: VecDeque<Event>,
+    pub(super) events: VecDeque<Event>,
 }
 
 impl Node {
@@ -95,8 +100,18 @@ impl Node {
         self.by_key.get(key).copied()
     }
 
-    pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.peers.get(&peer).and_then(|p| p.endpoint)
+    pub fn peer_key(&self, peer: PeerId) -> Option<PublicKey> {
+        self.peers.get(&peer).map(|p| p.key)
+    }
+
+    /// The path the peer's datagrams take now.
+    pub fn endpoint(&self, peer: PeerId) -> Option<Endpoint> {
+        self.peers.get(&peer).and_then(|p| p.paths.active())
+    }
+
+    /// Both of the peer's paths, and which is active.
+    pub fn path_of(&self, peer: PeerId) -> Option<&Paths> {
+        self.peers.get(&peer).map(|p| &p.paths)
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -135,13 +150,14 @@ impl Node {
         }
     }
 
-    /// A handshake or cookie message from `from`. `queue_len` is how many more wait behind it in the
-    /// shell's handshake queue (of [`HANDSHAKE_QUEUE`]); it decides whether the node is under load.
+    /// A handshake or cookie message from `from`: a datagram from a peer's address, or the inner
+    /// datagram of a relay frame that came from a relay. `queue_len` is how many more wait behind it in
+    /// the shell's handshake queue (of [`HANDSHAKE_QUEUE`]); it decides whether the node is under load.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         wall: SystemTime,
-        from: SocketAddr,
+        from: Endpoint,
         datagram: &[u8],
         queue_len: usize,
     ) {
@@ -173,28 +189,51 @@ impl Node {
 
     /// The checks every handshake message passes before any expensive work: `mac1`, and under load a
     /// valid `mac2` (else a cookie reply goes back) and the per-source rate limit. False drops it.
-    fn admit(&mut self, now: Instant, from: SocketAddr, msg: &impl MacProtected, queue_len: usize) -> bool {
+    ///
+    /// Cookies and the rate limit are by source address, which for a relayed message is the relay's:
+    /// under load, everything relayed shares one budget. A cookie reply goes back the way the message
+    /// came; through a relay that needs the sender's key, `relay_key`, which only a response has
+    /// (from its receiver index), so a relayed initiation under load is dropped unanswered.
+    fn admit(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        msg: &impl MacProtected,
+        queue_len: usize,
+        relay_key: Option<PublicKey>,
+    ) -> bool {
         let Some(checker) = &mut self.cookie_checker else {
             return false;
         };
+        let source = from.addr();
         let under_load = self.load.under_load(now, queue_len, HANDSHAKE_QUEUE);
-        match checker.check(msg, from, under_load, now, &mut self.rng) {
+        match checker.check(msg, source, under_load, now, &mut self.rng) {
             Err(_) => {
                 self.dropped(DropReason::BadMac1);
                 return false;
             }
             Ok(MacVerdict::SendCookie) => {
-                let reply = checker.create_reply(msg, from, now, &mut self.rng);
-                self.events.push_back(Event::Transmit {
-                    to: from,
-                    datagram: reply.as_bytes().to_vec(),
-                });
+                let key = match (from, relay_key) {
+                    (Endpoint::Direct(_), _) => None,
+                    (Endpoint::Relayed { .. }, Some(key)) => Some(key),
+                    (Endpoint::Relayed { .. }, None) => {
+                        self.dropped(DropReason::CookieUnroutable);
+                        return false;
+                    }
+                };
+                let reply = checker.create_reply(msg, source, now, &mut self.rng);
+                let reply = reply.as_bytes().to_vec();
+                let datagram = match key {
+                    Some(key) => from.frame(&key, reply),
+                    None => reply,
+                };
+                self.events.push_back(Event::Transmit { to: source, datagram });
                 self.dropped(DropReason::CookieSent);
                 return false;
             }
             Ok(MacVerdict::Accept) => {}
         }
-        if under_load && !self.rate_limiter.allow(from.ip(), now) {
+        if under_load && !self.rate_limiter.allow(source.ip(), now) {
             self.dropped(DropReason::RateLimited);
             return false;
         }
@@ -204,11 +243,11 @@ impl Node {
     fn handle_initiation(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Endpoint,
         msg: &wire::HandshakeInitiation,
         queue_len: usize,
     ) {
-        if !self.admit(now, from, msg, queue_len) {
+        if !self.admit(now, from, msg, queue_len, None) {
             return;
         }
         let Some(identity) = &self.identity else { return };
@@ -221,7 +260,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(handshake) = peer.handshake.as_mut() else {
+        let Some(handshake) = peer.handshake(identity) else {
             return self.dropped(DropReason::HandshakeFailed);
         };
         let local_index = self.indices.insert(id, &mut self.rng);
@@ -246,10 +285,14 @@ impl Node {
         peer.timers.on_session_derived(now, false);
         peer.timers.on_authenticated_packet_sent(now);
         peer.timers.on_authenticated_packet_traversal(now);
-        self.publish_session(id, from, retired, receiver, true);
+        let before = peer.paths.active();
+        peer.paths.on_initiation(from);
+        // The response goes back the way the initiation came, whatever path data takes.
+        let datagram = from.frame(&peer.key, response.as_bytes().to_vec());
+        self.publish_session(id, before, retired, receiver, true);
         self.events.push_back(Event::Transmit {
-            to: from,
-            datagram: response.as_bytes().to_vec(),
+            to: from.addr(),
+            datagram,
         });
     }
 
@@ -257,15 +300,20 @@ impl Node {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        from: SocketAddr,
+        from: Endpoint,
         msg: &wire::HandshakeResponse,
         queue_len: usize,
     ) {
-        if !self.admit(now, from, msg, queue_len) {
+        let index = msg.receiver_index.get();
+        let relay_key = self
+            .indices
+            .get(index)
+            .and_then(|id| self.peers.get(id))
+            .map(|p| p.key);
+        if !self.admit(now, from, msg, queue_len, relay_key) {
             return;
         }
         let Some(identity) = &self.identity else { return };
-        let index = msg.receiver_index.get();
         let Some(&id) = self.indices.get(index) else {
             return self.dropped(DropReason::HandshakeFailed);
         };
@@ -300,7 +348,9 @@ impl Node {
         peer.timers.on_session_derived(now, true);
         peer.timers.on_authenticated_packet_received(now);
         peer.timers.on_authenticated_packet_traversal(now);
-        self.publish_session(id, from, retired, receiver, false);
+        let before = peer.paths.active();
+        peer.paths.on_response(from);
+        self.publish_session(id, before, retired, receiver, false);
         self.events.push_back(Event::Sender {
             peer: id,
             sender: Some(sender),
@@ -311,26 +361,19 @@ impl Node {
         }
     }
 
-    /// What both roles do once a handshake yields a session: the peer's endpoint becomes the source of
-    /// the handshake message, the receivers of the sessions it replaces go, and the new receiving half
-    /// goes to the RX path (`confirms` for a responder's session, which waits for the initiator's data).
+    /// What both roles do once a handshake yields a session: the peer's active path is announced if the
+    /// handshake changed it from `before`, the receivers of the sessions it replaces go, and the new
+    /// receiving half goes to the RX path (`confirms` for a responder's session, which waits for the
+    /// initiator's data).
     fn publish_session(
         &mut self,
         id: PeerId,
-        from: SocketAddr,
+        before: Option<Endpoint>,
         retired: Vec<u32>,
         receiver: session::Receiver,
         confirms: bool,
     ) {
-        if let Some(peer) = self.peers.get_mut(&id)
-            && peer.endpoint != Some(from)
-        {
-            peer.endpoint = Some(from);
-            self.events.push_back(Event::Endpoint {
-                peer: id,
-                endpoint: Some(from),
-            });
-        }
+        self.announce_path(id, before);
         for index in retired {
             self.retire_receiver(index);
         }
@@ -339,6 +382,15 @@ impl Node {
             receiver: Box::new(receiver),
             confirms,
         });
+    }
+
+    /// Tells the shell the peer's active path if it is no longer `before`.
+    pub(super) fn announce_path(&mut self, id: PeerId, before: Option<Endpoint>) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        let endpoint = peer.paths.active();
+        if endpoint != before {
+            self.events.push_back(Event::Endpoint { peer: id, endpoint });
+        }
     }
 
     /// The RX path decrypted the first data message on a responder's session `local_index`: the
@@ -389,7 +441,9 @@ impl Node {
             timers.on_handshake_wanted(t);
         }
         if let Some(endpoint) = activity.endpoint {
-            peer.endpoint = Some(endpoint);
+            let before = peer.paths.active();
+            peer.paths.on_data(endpoint);
+            self.announce_path(id, before);
         }
     }
 
@@ -450,7 +504,7 @@ impl Node {
         };
         // Timers run on even without a way to send, so retries and giving up happen as they should.
         peer.timers.on_handshake_initiated(now, retry, &mut self.rng);
-        let (Some(handshake), Some(endpoint)) = (peer.handshake.as_mut(), peer.endpoint) else {
+        let Some(path) = peer.paths.for_initiation(retry) else {
             let n = peer.queue.len().max(1) as u64;
             self.events.push_back(Event::Dropped {
                 reason: DropReason::NoEndpoint,
@@ -461,6 +515,10 @@ impl Node {
         if let Some(old) = peer.initiation.take() {
             self.indices.remove(old.local_index());
         }
+        let key = peer.key;
+        let Some(handshake) = peer.handshake(identity) else {
+            return self.dropped(DropReason::HandshakeFailed);
+        };
         let local_index = self.indices.insert(id, &mut self.rng);
         let timestamp = Tai64N::from_system_time(wall);
         match noise::create_initiation(identity, handshake, local_index, timestamp, now, &mut self.rng) {
@@ -469,8 +527,8 @@ impl Node {
                 peer.timers.on_authenticated_packet_sent(now);
                 peer.timers.on_authenticated_packet_traversal(now);
                 self.events.push_back(Event::Transmit {
-                    to: endpoint,
-                    datagram: msg.as_bytes().to_vec(),
+                    to: path.addr(),
+                    datagram: path.frame(&key, msg.as_bytes().to_vec()),
                 });
             }
             Err(_) => {
@@ -485,7 +543,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        let (Some(current), Some(endpoint)) = (&peer.current, peer.endpoint) else {
+        let (Some(current), Some(path)) = (&peer.current, peer.paths.active()) else {
             return false;
         };
         let mut buf = vec![0u8; HEADROOM + TAILROOM];
@@ -495,8 +553,8 @@ impl Node {
                 peer.timers.on_authenticated_packet_sent(now);
                 peer.timers.on_authenticated_packet_traversal(now);
                 self.events.push_back(Event::Transmit {
-                    to: endpoint,
-                    datagram: buf,
+                    to: path.addr(),
+                    datagram: path.frame(&peer.key, buf),
                 });
                 true
             }
@@ -515,7 +573,7 @@ impl Node {
         if peer.queue.is_empty() {
             return false;
         }
-        let Some(endpoint) = peer.endpoint else {
+        let Some(path) = peer.paths.active() else {
             let n = std::mem::take(&mut peer.queue).len() as u64;
             self.events.push_back(Event::Dropped {
                 reason: DropReason::NoEndpoint,
@@ -524,14 +582,23 @@ impl Node {
             return false;
         };
         let mut sent = false;
+        // A relayed datagram is sealed behind room for the relay frame's header.
+        let front = if path.is_relayed() { RELAY_HEADER_LEN } else { 0 };
         while let Some(packet) = peer.queue.pop_front() {
-            let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
-            buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
-            match current.sender.encapsulate(now, &mut buf, packet.len(), self.mtu) {
+            let mut buf = vec![0u8; front + HEADROOM + packet.len() + TAILROOM];
+            let start = front + HEADROOM;
+            buf[start..start + packet.len()].copy_from_slice(&packet);
+            match current
+                .sender
+                .encapsulate(now, &mut buf[front..], packet.len(), self.mtu)
+            {
                 Ok(len) => {
-                    buf.truncate(len);
+                    buf.truncate(front + len);
+                    if path.is_relayed() {
+                        buf[..front].copy_from_slice(RelayHeader::new(*peer.key.as_bytes()).as_bytes());
+                    }
                     self.events.push_back(Event::Transmit {
-                        to: endpoint,
+                        to: path.addr(),
                         datagram: buf,
                     });
                     sent = true;
@@ -645,18 +712,9 @@ impl Node {
         {
             self.remove_peer(id);
         }
-        // Handshake state is bound to the local key: rebuild it for every peer.
-        for (key, id) in &self.by_key {
-            if let Some(peer) = self.peers.get_mut(id) {
-                let psk = peer
-                    .preshared_key
-                    .as_deref()
-                    .map(|k| PresharedKey::from_bytes(*k));
-                peer.handshake = self
-                    .identity
-                    .as_ref()
-                    .and_then(|identity| PeerHandshake::new(identity, *key, psk).ok());
-            }
+        // Handshake state is bound to the local key: each peer's is built anew on first use.
+        for peer in self.peers.values_mut() {
+            peer.handshake = None;
         }
     }
 
@@ -690,23 +748,13 @@ impl Node {
             }
         }
         if let Some(endpoint) = update.endpoint {
-            peer.endpoint = Some(endpoint);
-            self.events.push_back(Event::Endpoint {
-                peer: id,
-                endpoint: Some(endpoint),
-            });
+            // `endpoint=` is the peer's own address; a relay comes only from a network map.
+            let before = peer.paths.active();
+            peer.paths.configure_direct(endpoint);
+            self.announce_path(id, before);
         }
         if let Some(interval) = update.persistent_keepalive_interval {
-            let was_off = peer.persistent_keepalive == 0;
-            peer.persistent_keepalive = interval;
-            let duration = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
-            peer.timers.set_persistent_keepalive(duration, now);
-            // Turning it on sends one at once, so a NAT mapping opens without waiting (as Linux does).
-            if was_off && interval > 0 && !self.send_keepalive(id, now) {
-                let peer = self.peers.get_mut(&id).expect("peer exists");
-                peer.timers.on_handshake_wanted(now);
-                self.run_timers(id, now, wall);
-            }
+            self.set_persistent_keepalive(id, interval, now, wall);
         }
         let mut routes_changed = false;
         if update.replace_allowed_ips {
@@ -719,6 +767,31 @@ impl Node {
         Ok(routes_changed)
     }
 
+    /// Sets the persistent keepalive interval (0: off) as `persistent_keepalive_interval=` does.
+    pub(super) fn set_persistent_keepalive(
+        &mut self,
+        id: PeerId,
+        interval: u16,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let was_off = peer.persistent_keepalive == 0;
+        peer.persistent_keepalive = interval;
+        let duration = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
+        peer.timers.set_persistent_keepalive(duration, now);
+        // Turning it on sends one at once, so a NAT mapping opens without waiting (as Linux does).
+        if was_off && interval > 0 && !self.send_keepalive(id, now) {
+            let peer = self.peers.get_mut(&id).expect("peer exists");
+            peer.timers.on_handshake_wanted(now);
+            self.run_timers(id, now, wall);
+        }
+    }
+
+    /// A configured peer: its handshake state is built now, so that a key that is not a usable point
+    /// is refused as wireguard-go refuses it.
     fn add_peer(&mut self, key: PublicKey) -> Result<PeerId, UapiError> {
         let handshake = match &self.identity {
             Some(identity) => Some(
@@ -727,18 +800,27 @@ impl Node {
             ),
             None => None,
         };
-        let id = PeerId(self.next_peer);
-        self.next_peer += 1;
-        self.peers.insert(id, Peer::new(handshake));
-        self.by_key.insert(key, id);
-        self.events.push_back(Event::PeerAdded { peer: id });
+        let id = self.insert_peer(key);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.handshake = handshake;
+        }
         Ok(id)
     }
 
-    fn remove_peer(&mut self, id: PeerId) {
+    /// A new peer with nothing but its key; its handshake state is built on first use.
+    pub(super) fn insert_peer(&mut self, key: PublicKey) -> PeerId {
+        let id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        self.peers.insert(id, Peer::new(key));
+        self.by_key.insert(key, id);
+        self.events.push_back(Event::PeerAdded { peer: id, key });
+        id
+    }
+
+    pub(super) fn remove_peer(&mut self, id: PeerId) {
         self.zero_keys(id);
         if let Some(peer) = self.peers.remove(&id) {
-            self.by_key.retain(|_, &mut v| v != id);
+            self.by_key.remove(&peer.key);
             let queued = peer.queue.len() as u64;
             if queued > 0 {
                 self.events.push_back(Event::Dropped {
@@ -762,7 +844,7 @@ impl Node {
             peers.push(PeerStatus {
                 public_key: *key.as_bytes(),
                 preshared_key: peer.preshared_key.clone(),
-                endpoint: peer.endpoint,
+                endpoint: peer.paths.active().map(|e| e.addr()),
                 last_handshake: peer
                     .last_handshake
                     .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()),

@@ -1,15 +1,24 @@
-//! One peer as the control path sees it: handshake state, timers, sessions by local index, the packets
-//! waiting for a session, and what `wg show` reports.
+//! One peer as the control path sees it: its key, the paths to it, handshake state, timers, sessions by
+//! local index, the packets waiting for a session, and what `wg show` reports.
+//!
+//! A peer has up to two paths, a direct address and a relay ([`Paths`]); the one in use is its
+//! [`active`](Paths::active) path, by the rule in [`endpoint`](super::endpoint): the direct address when
+//! known, unless a handshake completed over the relay (or the peer keeps initiating over it) and nothing
+//! has arrived directly since. Handshake retries alternate between the two, so a stale direct address
+//! costs one REKEY_TIMEOUT before the relay carries the handshake; completing over the relay keeps the
+//! direct address for when the peer is heard from there again.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use meshd_crypto::noise::{InitiationState, PeerHandshake};
+use meshd_crypto::noise::{Identity, InitiationState, PeerHandshake};
 use meshd_crypto::session::Sender;
 use meshd_crypto::timers::Timers;
+use meshd_crypto::{PresharedKey, PublicKey};
 use zeroize::Zeroizing;
+
+use super::endpoint::Paths;
 
 /// A peer's handle, stable for its lifetime and never reused while the node lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,10 +42,12 @@ pub(crate) struct SendingSession {
 
 #[derive(Debug)]
 pub(crate) struct Peer {
-    /// `None` while the interface has no private key (the state is bound to it).
+    pub key: PublicKey,
+    /// Built on first use (see [`Peer::handshake`]); `None` until then, and again after the interface's
+    /// private key changes (the state is bound to it).
     pub handshake: Option<PeerHandshake>,
     pub timers: Timers,
-    pub endpoint: Option<SocketAddr>,
+    pub paths: Paths,
     pub persistent_keepalive: u16,
     /// Kept only to report it back through `get=1`.
     pub preshared_key: Option<Zeroizing<[u8; 32]>>,
@@ -53,11 +64,12 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(handshake: Option<PeerHandshake>) -> Self {
+    pub fn new(key: PublicKey) -> Self {
         Peer {
-            handshake,
+            key,
+            handshake: None,
             timers: Timers::new(None),
-            endpoint: None,
+            paths: Paths::default(),
             persistent_keepalive: 0,
             preshared_key: None,
             initiation: None,
@@ -67,6 +79,20 @@ impl Peer {
             queue: VecDeque::new(),
             last_handshake: None,
         }
+    }
+
+    /// The handshake state for `identity`, built now if it was not yet: its static-static
+    /// Diffie-Hellman costs more than everything else about adding a peer, and a network map may add a
+    /// thousand peers of which few are ever talked to. `None` if the key is not a usable point.
+    pub fn handshake(&mut self, identity: &Identity) -> Option<&mut PeerHandshake> {
+        if self.handshake.is_none() {
+            let psk = self
+                .preshared_key
+                .as_deref()
+                .map(|k| PresharedKey::from_bytes(*k));
+            self.handshake = PeerHandshake::new(identity, self.key, psk).ok();
+        }
+        self.handshake.as_mut()
     }
 
     /// Every local index the peer's sessions and pending handshake hold.
