@@ -11,6 +11,7 @@ mod event;
 #[allow(clippy::module_inception)]
 mod node;
 mod peer;
+mod reconcile;
 
 pub use activity::Activity;
 pub use drop::{DropCounters, DropReason};
@@ -18,3 +19,4 @@ pub use endpoint::{Endpoint, Paths};
 pub use event::Event;
 pub use node::{HANDSHAKE_QUEUE, Node};
 pub use peer::{MAX_QUEUED, PeerId};
+pub use reconcile::{PeerSpec, ReconcileSummary};
