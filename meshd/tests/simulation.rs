@@ -5,7 +5,9 @@ mod sim;
 
 use std::time::Duration;
 
-use meshd::node::DropReason;
+use meshd::node::{DropReason, Endpoint};
+use meshd_packet::wire;
+use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
 use sim::{Sim, ipv4};
 
 const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
@@ -182,7 +184,10 @@ fn a_peer_that_roams_is_followed_to_its_new_address() {
     sim.send_ip(0, a_to_b(1));
     sim.run_for(Duration::from_millis(100));
     let a = sim.hosts[1].peer(&sim.hosts[0].public);
-    assert_eq!(sim.hosts[1].endpoint(a), Some(sim.hosts[0].addr));
+    assert_eq!(
+        sim.hosts[1].endpoint(a),
+        Some(Endpoint::Direct(sim.hosts[0].addr))
+    );
 
     let new_addr = "198.51.100.7:40000".parse().unwrap();
     sim.move_host(0, new_addr);
@@ -190,7 +195,7 @@ fn a_peer_that_roams_is_followed_to_its_new_address() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(
         sim.hosts[1].endpoint(a),
-        Some(new_addr),
+        Some(Endpoint::Direct(new_addr)),
         "B follows A's authenticated packet"
     );
     sim.send_ip(1, b_to_a(3));
@@ -301,5 +306,277 @@ fn under_load_a_responder_demands_a_cookie_and_then_completes() {
         "{types:?}"
     );
     assert!(sim.hosts[1].drops.contains(&DropReason::CookieSent));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+}
+
+// Paths through a relay. `Sim::mesh` puts host i at 192.0.2.(i+1) with tunnel address 10.0.0.(i+1), and
+// a relay at `sim::RELAY` that forwards relay frames by destination key.
+
+fn relay() -> std::net::SocketAddr {
+    sim::RELAY.parse().unwrap()
+}
+
+/// The inner WireGuard message type of a relay frame, or `None` if `datagram` is not a relay frame
+/// around a WireGuard message.
+fn relayed_type(datagram: &[u8]) -> Option<u8> {
+    match parse_meshd(datagram) {
+        Ok(MeshdMessage::Relay(frame)) => wire::parse(frame.inner).ok().map(|_| frame.inner[0]),
+        _ => None,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn two_nodes_behind_nat_talk_through_the_relay_which_sees_no_plaintext() {
+    let mut sim = Sim::mesh(2);
+    sim.hosts[0].behind_nat = true;
+    sim.hosts[1].behind_nat = true;
+    let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, false, true));
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+
+    let (to_b, to_a): (&[u8], &[u8]) = (b"MARKER: from A to B in clear", b"MARKER: from B to A in clear");
+    sim.send_ip(0, ipv4("10.0.0.1", "10.0.0.2", to_b));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_ip(1, ipv4("10.0.0.2", "10.0.0.1", to_a));
+    sim.run_for(Duration::from_millis(100));
+    // Once more both ways on the established sessions.
+    sim.send_ip(0, ipv4("10.0.0.1", "10.0.0.2", to_b));
+    sim.send_ip(1, ipv4("10.0.0.2", "10.0.0.1", to_a));
+    sim.run_for(Duration::from_millis(100));
+
+    assert_eq!(
+        sim.hosts[1].delivered,
+        vec![ipv4("10.0.0.1", "10.0.0.2", to_b); 2]
+    );
+    assert_eq!(
+        sim.hosts[0].delivered,
+        vec![ipv4("10.0.0.2", "10.0.0.1", to_a); 2]
+    );
+    for h in 0..2 {
+        let other = sim.hosts[1 - h].public;
+        let peer = sim.hosts[h].peer(&other);
+        assert_eq!(
+            sim.hosts[h].node.endpoint(peer),
+            Some(Endpoint::Relayed { relay: relay() })
+        );
+    }
+
+    // Everything crossed the relay, as relay frames around WireGuard messages, and no byte of either
+    // plaintext was on the wire.
+    let mut inner_types = std::collections::BTreeSet::new();
+    for (from, to, datagram) in &sim.capture {
+        assert!(
+            *from == relay() || *to == relay(),
+            "{from} -> {to} bypassed the relay"
+        );
+        let t = relayed_type(datagram).unwrap_or_else(|| panic!("{from} -> {to}: not a relay frame"));
+        inner_types.insert(t);
+        assert!(
+            !contains(datagram, to_b) && !contains(datagram, to_a),
+            "plaintext on the wire"
+        );
+        assert!(!contains(datagram, &to_b[..8]), "the marker on the wire");
+    }
+    assert_eq!(inner_types.into_iter().collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(sim.relay_refused, 0);
+}
+
+#[test]
+fn a_handshake_through_the_relay_is_answered_and_the_peers_move_to_the_direct_path() {
+    let mut sim = Sim::mesh(2);
+    // A is behind NAT and knows B's address; B knows only the relay for A.
+    sim.hosts[0].behind_nat = true;
+    let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, true, true));
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+    let (a_addr, b_addr) = (sim.hosts[0].addr, sim.hosts[1].addr);
+    let a_at_b = sim.hosts[1].peer(&sim.hosts[0].public);
+    assert_eq!(
+        sim.hosts[1].node.endpoint(a_at_b),
+        Some(Endpoint::Relayed { relay: relay() })
+    );
+
+    sim.send_ip(1, b_to_a(1));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(1)]);
+    // B's initiation went through the relay and A's response came back the same way.
+    let relayed: Vec<u8> = sim
+        .capture
+        .iter()
+        .filter_map(|(_, _, d)| relayed_type(d))
+        .collect();
+    assert!(relayed.starts_with(&[1, 1, 2, 2]), "{relayed:?}");
+
+    // A answers on its own path to B, the direct one; that opens A's NAT towards B.
+    let sent_before = sim.capture.len();
+    sim.send_ip(0, a_to_b(2));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(2)]);
+    assert!(
+        sim.capture[sent_before..]
+            .iter()
+            .any(|(from, to, d)| (*from, *to, d[0]) == (a_addr, b_addr, 4)),
+        "A's data went directly"
+    );
+    // B's data path saw an authenticated packet from A's address and reported it: B is now direct.
+    assert_eq!(sim.hosts[1].node.endpoint(a_at_b), Some(Endpoint::Direct(a_addr)));
+    assert_eq!(sim.hosts[1].endpoint(a_at_b), Some(Endpoint::Direct(a_addr)));
+    let paths = sim.hosts[1].node.path_of(a_at_b).unwrap();
+    assert_eq!(paths.relay(), Some(relay()), "the relay is kept for later");
+
+    let sent_before = sim.capture.len();
+    sim.send_ip(1, b_to_a(3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(1), b_to_a(3)]);
+    assert!(
+        sim.capture[sent_before..]
+            .iter()
+            .all(|(from, to, _)| (*from, *to) == (b_addr, a_addr)),
+        "B's data went directly"
+    );
+    assert_eq!(sim.nat_dropped, 0);
+}
+
+#[test]
+fn a_stale_direct_address_falls_back_to_the_relay_within_one_retry() {
+    let mut sim = Sim::mesh(2);
+    let stale: std::net::SocketAddr = "192.0.2.99:51820".parse().unwrap();
+    let mut spec_b = sim.spec(1, true, true);
+    spec_b.direct = Some(stale);
+    let spec_a = sim.spec(0, false, true);
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+
+    let start = sim.now;
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(REKEY_TIMEOUT + Duration::from_millis(400));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+
+    let a_addr = sim.hosts[0].addr;
+    let initiations: Vec<_> = sim
+        .capture
+        .iter()
+        .zip(&sim.wire_log)
+        .filter(|((from, _, d), _)| *from == a_addr && (d[0] == 1 || relayed_type(d) == Some(1)))
+        .map(|((_, to, _), (at, ..))| (*at - start, *to))
+        .collect();
+    assert_eq!(initiations.len(), 2, "{initiations:?}");
+    assert_eq!(
+        initiations[0],
+        (Duration::ZERO, stale),
+        "first to the known address"
+    );
+    let (retry_at, retry_to) = initiations[1];
+    assert_eq!(retry_to, relay(), "the retry takes the relay");
+    assert!(retry_at >= REKEY_TIMEOUT && retry_at <= REKEY_TIMEOUT + Duration::from_millis(334));
+
+    let b_at_a = sim.hosts[0].peer(&sim.hosts[1].public);
+    assert_eq!(
+        sim.hosts[0].node.endpoint(b_at_a),
+        Some(Endpoint::Relayed { relay: relay() })
+    );
+    assert_eq!(
+        sim.hosts[0].node.path_of(b_at_a).unwrap().direct(),
+        Some(stale),
+        "the direct address is kept"
+    );
+
+    // Data flows both ways over the relay, and keeps flowing.
+    sim.send_ip(1, b_to_a(2));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_ip(0, a_to_b(3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)]);
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1), a_to_b(3)]);
+    let to_stale = sim.capture.iter().filter(|(_, to, _)| *to == stale).count();
+    assert_eq!(to_stale, 1, "nothing more went to the stale address");
+}
+
+#[test]
+fn a_peer_removed_from_the_map_is_refused_until_it_is_added_again() {
+    let mut sim = Sim::mesh(2);
+    let (spec_a, spec_b) = (sim.spec(0, true, true), sim.spec(1, true, true));
+    sim.reconcile(0, std::slice::from_ref(&spec_b));
+    sim.reconcile(1, &[spec_a]);
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+
+    let summary = sim.reconcile(0, &[]);
+    assert_eq!(summary.removed, 1);
+    assert!(sim.hosts[0].node.allowed_ips().is_empty());
+    // B still has its session and sends on it; A has forgotten it. With no answer, B starts a new
+    // handshake after KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, which A refuses.
+    sim.send_ip(1, b_to_a(2));
+    sim.run_for(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + Duration::from_secs(1));
+    assert!(sim.hosts[0].delivered.is_empty());
+    assert!(sim.hosts[0].drops.contains(&DropReason::UnknownIndex));
+    assert!(sim.hosts[0].drops.contains(&DropReason::UnknownPeer));
+
+    let summary = sim.reconcile(0, &[spec_b]);
+    assert_eq!(summary.added, 1);
+    // B's next retry gets through.
+    sim.run_for(REKEY_TIMEOUT + Duration::from_secs(1));
+    sim.send_ip(1, b_to_a(3));
+    sim.send_ip(0, a_to_b(4));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(3)]);
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1), a_to_b(4)]);
+}
+
+#[test]
+fn a_responder_whose_direct_address_is_stale_moves_to_the_relay_when_the_peer_initiates_again() {
+    let mut sim = Sim::mesh(2);
+    let stale: std::net::SocketAddr = "192.0.2.99:51820".parse().unwrap();
+    let mut spec_b = sim.spec(1, true, true);
+    spec_b.direct = Some(stale);
+    let spec_a = sim.spec(0, false, true);
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+    let b_at_a = sim.hosts[0].peer(&sim.hosts[1].public);
+
+    // B initiates through the relay; A answers the handshake that way, but sends its data on its own
+    // path to B, the stale address, where it is lost.
+    sim.send_ip(1, b_to_a(1));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_ip(0, a_to_b(2));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(1)]);
+    assert!(sim.hosts[1].delivered.is_empty());
+    assert_eq!(sim.hosts[0].node.endpoint(b_at_a), Some(Endpoint::Direct(stale)));
+
+    // Hearing nothing back, B starts a new handshake, again through the relay: A takes that as B not
+    // hearing it directly and moves to the relay.
+    sim.run_for(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(
+        sim.hosts[0].node.endpoint(b_at_a),
+        Some(Endpoint::Relayed { relay: relay() })
+    );
+    sim.send_ip(0, a_to_b(3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(3)]);
+}
+
+#[test]
+fn under_load_a_relayed_initiation_is_dropped_as_its_cookie_reply_cannot_be_addressed() {
+    let mut sim = Sim::mesh(2);
+    let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, false, true));
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+    sim.handshake_backlog = meshd::node::HANDSHAKE_QUEUE;
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.hosts[1].drops.contains(&DropReason::CookieUnroutable));
+    assert!(!sim.hosts[1].drops.contains(&DropReason::CookieSent));
+    let answered = sim.capture.iter().any(|(from, ..)| *from == sim.hosts[1].addr);
+    assert!(!answered, "B sent nothing back");
+
+    // Once the load is gone, the retry is answered.
+    sim.handshake_backlog = 0;
+    sim.run_for(REKEY_TIMEOUT);
     assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
 }

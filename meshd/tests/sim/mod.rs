@@ -1,8 +1,12 @@
 //! A deterministic simulation: nodes, a minimal data path for each (the same session halves the daemon's
 //! threads use), an in-memory network with latency and a loss filter, and a virtual clock. Minutes of
 //! protocol time run in milliseconds.
+//!
+//! The network can also have a relay (an address that forwards relay frames to the host whose key they
+//! name) and hosts behind NAT (datagrams to them arrive only from addresses they sent to first, and
+//! from the relay, to which they are taken to keep a mapping open).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,13 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 use meshd_crypto::session::{HEADROOM, Receiver, Sender, TAILROOM};
 use meshd_crypto::{PublicKey, StaticSecret};
 use meshd_packet::IpPacket;
+use meshd_packet::wire::meshd::{MeshdMessage, TYPE_RELAY, parse_meshd, write_relay_frame};
 use meshd_packet::wire::{self, Message};
 use meshd_routing::AllowedIps;
 
-use meshd::node::{Activity, DropReason, Event, Node, PeerId};
+use meshd::node::{Activity, DropReason, Endpoint, Event, Node, PeerId, PeerSpec, ReconcileSummary};
 use meshd::uapi::{PeerUpdate, SetDevice};
 
 pub const MTU: usize = 1420;
+
+/// The relay of [`Sim::mesh`].
+pub const RELAY: &str = "203.0.113.1:3478";
 
 /// One simulated host: a node and the data path around it.
 pub struct Host {
@@ -26,8 +34,12 @@ pub struct Host {
     routes: AllowedIps<PeerId>,
     senders: HashMap<PeerId, Arc<Sender>>,
     receivers: HashMap<u32, (PeerId, Box<Receiver>, bool)>,
-    endpoints: HashMap<PeerId, SocketAddr>,
+    endpoints: HashMap<PeerId, Endpoint>,
+    keys: HashMap<PeerId, PublicKey>,
     activity: HashMap<PeerId, Activity>,
+    /// Datagrams reach the host only from addresses it sent to, and from the relay.
+    pub behind_nat: bool,
+    nat_open: HashSet<SocketAddr>,
     /// IP packets the host's TUN device received, in order.
     pub delivered: Vec<Vec<u8>>,
     /// Empty data messages (keepalives) received, with their arrival time.
@@ -57,7 +69,10 @@ impl Host {
             senders: HashMap::new(),
             receivers: HashMap::new(),
             endpoints: HashMap::new(),
+            keys: HashMap::new(),
             activity: HashMap::new(),
+            behind_nat: false,
+            nat_open: HashSet::new(),
             delivered: Vec::new(),
             keepalives_received: Vec::new(),
             drops: Vec::new(),
@@ -73,7 +88,8 @@ impl Host {
         self.senders.get(&peer)
     }
 
-    pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
+    /// The path the data path sends to `peer` on, as the node last announced it.
+    pub fn endpoint(&self, peer: PeerId) -> Option<Endpoint> {
         self.endpoints.get(&peer).copied()
     }
 }
@@ -109,6 +125,14 @@ pub struct Sim {
     pub handshake_backlog: usize,
     /// Datagrams offered to the network (time, from, to, message type), for tests that look at the wire.
     pub wire_log: Vec<(Instant, SocketAddr, SocketAddr, u8)>,
+    /// Every datagram offered to the network (from, to, bytes).
+    pub capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// The relay's address, if the network has one.
+    pub relay: Option<SocketAddr>,
+    /// Datagrams the relay received that were no relay frame for a known host.
+    pub relay_refused: usize,
+    /// Datagrams a NAT dropped.
+    pub nat_dropped: usize,
 }
 
 impl Sim {
@@ -118,18 +142,57 @@ impl Sim {
         let a = Host::new(1, "192.0.2.1:51820".parse().unwrap());
         let b = Host::new(2, "192.0.2.2:51820".parse().unwrap());
         let (a_pub, b_pub, b_addr) = (a.public, b.public, b.addr);
-        let mut sim = Sim {
+        let mut sim = Sim::with_hosts(vec![a, b]);
+        sim.configure(0, b_pub, Some(b_addr), "10.0.0.2/32", 0);
+        sim.configure(1, a_pub, None, "10.0.0.1/32", 0);
+        sim
+    }
+
+    /// `n` hosts without peers, host `i` at 192.0.2.(i+1):51820 with the tunnel address 10.0.0.(i+1),
+    /// and a relay at [`RELAY`].
+    pub fn mesh(n: u8) -> Sim {
+        let hosts = (1..=n)
+            .map(|i| Host::new(i, SocketAddr::from(([192, 0, 2, i], 51820))))
+            .collect();
+        let mut sim = Sim::with_hosts(hosts);
+        sim.relay = Some(RELAY.parse().unwrap());
+        sim
+    }
+
+    fn with_hosts(hosts: Vec<Host>) -> Sim {
+        Sim {
             now: epoch() + Duration::from_secs(1),
-            hosts: vec![a, b],
+            hosts,
             latency: Duration::from_millis(5),
             network: VecDeque::new(),
             lose: Box::new(|_, _, _| false),
             handshake_backlog: 0,
             wire_log: Vec::new(),
-        };
-        sim.configure(0, b_pub, Some(b_addr), "10.0.0.2/32", 0);
-        sim.configure(1, a_pub, None, "10.0.0.1/32", 0);
-        sim
+            capture: Vec::new(),
+            relay: None,
+            relay_refused: 0,
+            nat_dropped: 0,
+        }
+    }
+
+    /// Host `of` as a network map describes it to the others: its key, its tunnel address, and (if
+    /// asked) its direct address and the relay.
+    pub fn spec(&self, of: usize, direct: bool, relay: bool) -> PeerSpec {
+        PeerSpec {
+            key: self.hosts[of].public,
+            allowed_ips: vec![format!("10.0.0.{}/32", of + 1).parse().unwrap()],
+            direct: direct.then_some(self.hosts[of].addr),
+            relay: if relay { self.relay } else { None },
+            persistent_keepalive: 0,
+        }
+    }
+
+    /// Applies a network map to host `h`.
+    pub fn reconcile(&mut self, h: usize, desired: &[PeerSpec]) -> ReconcileSummary {
+        let (now, wall) = (self.now, self.wall());
+        let summary = self.hosts[h].node.reconcile(now, wall, desired);
+        self.pump();
+        summary
     }
 
     pub fn configure(
@@ -172,7 +235,7 @@ impl Sim {
             host.drops.push(DropReason::NoRoute);
             return;
         };
-        let (Some(sender), Some(to)) = (host.senders.get(&peer), host.endpoints.get(&peer).copied()) else {
+        let (Some(sender), Some(path)) = (host.senders.get(&peer), host.endpoints.get(&peer).copied()) else {
             host.node.handle_unsent(now, wall, peer, packet);
             return self.pump();
         };
@@ -191,8 +254,17 @@ impl Sim {
                 if rekey {
                     act.rekey_wanted = Some(now);
                 }
-                let from = host.addr;
-                self.transmit(from, to, buf);
+                // The data path frames a relayed peer's datagrams itself.
+                let datagram = match path {
+                    Endpoint::Direct(_) => buf,
+                    Endpoint::Relayed { .. } => {
+                        let key = host.keys[&peer];
+                        let mut framed = Vec::new();
+                        write_relay_frame(*key.as_bytes(), &buf, &mut framed);
+                        framed
+                    }
+                };
+                self.send(h, path.addr(), datagram);
             }
             Err(_) => {
                 host.node.handle_unsent(now, wall, peer, packet);
@@ -201,8 +273,19 @@ impl Sim {
         }
     }
 
+    /// Host `h` sends: behind NAT, that opens the way back from `to`.
+    fn send(&mut self, h: usize, to: SocketAddr, datagram: Vec<u8>) {
+        let host = &mut self.hosts[h];
+        if host.behind_nat {
+            host.nat_open.insert(to);
+        }
+        let from = host.addr;
+        self.transmit(from, to, datagram);
+    }
+
     fn transmit(&mut self, from: SocketAddr, to: SocketAddr, datagram: Vec<u8>) {
         self.wire_log.push((self.now, from, to, datagram[0]));
+        self.capture.push((from, to, datagram.clone()));
         if (self.lose)(from, to, &datagram) {
             return;
         }
@@ -233,14 +316,15 @@ impl Sim {
     fn apply(&mut self, h: usize, event: Event) {
         let host = &mut self.hosts[h];
         match event {
-            Event::Transmit { to, datagram } => {
-                let from = host.addr;
-                self.transmit(from, to, datagram);
+            Event::Transmit { to, datagram } => self.send(h, to, datagram),
+            Event::PeerAdded { peer, key } => {
+                host.keys.insert(peer, key);
             }
-            Event::PeerAdded { .. } | Event::Rebind { .. } | Event::Fwmark { .. } => {}
+            Event::Rebind { .. } | Event::Fwmark { .. } => {}
             Event::PeerRemoved { peer } => {
                 host.senders.remove(&peer);
                 host.endpoints.remove(&peer);
+                host.keys.remove(&peer);
             }
             Event::Endpoint { peer, endpoint } => match endpoint {
                 Some(e) => {
@@ -274,19 +358,57 @@ impl Sim {
         }
     }
 
+    /// The relay forwards a relay frame, unchanged, to the host whose key it names.
+    fn relay(&mut self, d: InFlight) {
+        let to = match parse_meshd(&d.datagram) {
+            Ok(MeshdMessage::Relay(frame)) => self
+                .hosts
+                .iter()
+                .find(|h| h.public.as_bytes() == &frame.header.destination)
+                .map(|h| h.addr),
+            _ => None,
+        };
+        match to {
+            Some(to) => self.transmit(d.to, to, d.datagram),
+            None => self.relay_refused += 1,
+        }
+    }
+
     fn deliver(&mut self, d: InFlight) {
         let now = self.now;
         let wall = self.wall();
+        if Some(d.to) == self.relay {
+            return self.relay(d);
+        }
         let Some(h) = self.hosts.iter().position(|host| host.addr == d.to) else {
             return;
         };
-        let mut datagram = d.datagram;
+        let host = &self.hosts[h];
+        if host.behind_nat && Some(d.from) != self.relay && !host.nat_open.contains(&d.from) {
+            self.nat_dropped += 1;
+            return;
+        }
+        // What the RX path does with a relay frame: check it is for this host, unwrap it, and take the
+        // inner datagram as coming through the relay.
+        let (path, mut datagram) = if d.datagram[0] == TYPE_RELAY {
+            match parse_meshd(&d.datagram) {
+                Ok(MeshdMessage::Relay(frame)) if &frame.header.destination == host.public.as_bytes() => {
+                    (Endpoint::Relayed { relay: d.from }, frame.inner.to_vec())
+                }
+                _ => {
+                    self.hosts[h].drops.push(DropReason::Malformed);
+                    return;
+                }
+            }
+        } else {
+            (Endpoint::Direct(d.from), d.datagram)
+        };
         let is_data = matches!(wire::parse(&datagram), Ok(Message::Data { .. }));
         if !is_data {
             let backlog = self.handshake_backlog;
             self.hosts[h]
                 .node
-                .handle_datagram(now, wall, d.from, &datagram, backlog);
+                .handle_datagram(now, wall, path, &datagram, backlog);
             return self.pump();
         }
         let host = &mut self.hosts[h];
@@ -305,11 +427,12 @@ impl Sim {
         let packet = datagram[plain.plaintext.clone()].to_vec();
         let act = host.activity.entry(peer).or_default();
         act.authenticated_received = Some(now);
-        act.endpoint = Some(d.from);
+        // The newest packet's path, reported only when it is not the one the node has: it may be a roam,
+        // or a better path.
+        act.endpoint = (host.endpoints.get(&peer) != Some(&path)).then_some(path);
         if rekey {
             act.rekey_wanted = Some(now);
         }
-        host.endpoints.insert(peer, d.from);
         if packet.is_empty() {
             host.keepalives_received.push(now);
         } else {
