@@ -167,9 +167,14 @@ impl World {
                         let Some(node) = self.nodes.iter_mut().find(|n| n.seen_at == to) else {
                             continue;
                         };
-                        let Ok(opened) = node.channel.open(wall, &datagram) else { continue };
+                        let Ok(opened) = node.channel.open(wall, &datagram) else {
+                            continue;
+                        };
                         let from: SocketAddr = CONTROLLER.parse().unwrap();
-                        if node.agent.handle_message(self.now, from, &opened.sender, opened.body.clone()) {
+                        if node
+                            .agent
+                            .handle_message(self.now, from, &opened.sender, opened.body.clone())
+                        {
                             node.channel.accept(&opened).unwrap();
                         }
                     }
@@ -231,7 +236,7 @@ impl World {
             for n in &mut self.nodes {
                 n.agent.handle_timeout(step);
             }
-            self.controller.handle_timeout(step);
+            self.controller.handle_timeout(step, self.wall);
             self.pump();
         }
         self.wall += target - self.now;
@@ -307,7 +312,10 @@ fn joined_nodes_get_every_peer_with_the_right_path() {
     }
     // NATed peers have only the relay; n1 needs no keepalive for them.
     let s = w.spec(n1, &k2).unwrap();
-    assert_eq!((s.direct, s.relay, s.persistent_keepalive), (None, Some(relay), 0));
+    assert_eq!(
+        (s.direct, s.relay, s.persistent_keepalive),
+        (None, Some(relay), 0)
+    );
     let s = w.spec(n2, &k3).unwrap();
     assert_eq!((s.direct, s.relay), (None, Some(relay)));
     assert_eq!(
@@ -321,10 +329,14 @@ fn joined_nodes_get_every_peer_with_the_right_path() {
     assert_eq!(own2.direct, Some("192.0.2.20:40002".parse().unwrap()));
     // The relay forwards between them, by those addresses.
     assert_eq!(
-        w.relay.forward("192.0.2.20:40002".parse().unwrap(), k3.as_bytes()),
+        w.relay
+            .forward("192.0.2.20:40002".parse().unwrap(), k3.as_bytes()),
         Some("192.0.2.30:40003".parse().unwrap())
     );
-    assert_eq!(w.relay.forward("198.51.100.99:1".parse().unwrap(), k3.as_bytes()), None);
+    assert_eq!(
+        w.relay.forward("198.51.100.99:1".parse().unwrap(), k3.as_bytes()),
+        None
+    );
 }
 
 #[test]
@@ -340,8 +352,17 @@ fn deauthorizing_drops_a_member_everywhere_and_authorizing_restores_it() {
     }
     assert!(w.own_peers.iter().all(|p| p.key != k1));
     assert!(!w.nodes[n1].agent.authorized());
-    assert_eq!(w.peers_of(n1).len(), 1, "n1 keeps only the controller: {:?}", w.peers_of(n1));
-    assert_eq!(w.relay.forward("192.0.2.20:40002".parse().unwrap(), k1.as_bytes()), None);
+    assert_eq!(
+        w.peers_of(n1).len(),
+        1,
+        "n1 keeps only the controller: {:?}",
+        w.peers_of(n1)
+    );
+    assert_eq!(
+        w.relay
+            .forward("192.0.2.20:40002".parse().unwrap(), k1.as_bytes()),
+        None
+    );
 
     w.store.lock().unwrap().set_authorized("lab", &k1, true).unwrap();
     w.controller.refresh(w.now, w.wall).unwrap();
@@ -411,7 +432,10 @@ fn refused_tokens_say_why_and_change_nothing() {
 
     // A token made for another controller is sealed to that controller's key: this one cannot even
     // read the request, so the node hears nothing and says so.
-    let foreign = JoinToken::generate(PublicKey::from_bytes([0x42; 32]), &mut ChaCha20Rng::seed_from_u64(5));
+    let foreign = JoinToken::generate(
+        PublicKey::from_bytes([0x42; 32]),
+        &mut ChaCha20Rng::seed_from_u64(5),
+    );
     let e = w.join(n, foreign.encode().expose(), "x").unwrap_err();
     assert_eq!(e.kind, JoinFailureKind::Unreachable, "{}", e.message);
     assert_eq!(w.snapshot(), after_first);
@@ -454,8 +478,15 @@ fn a_restarted_controller_serves_the_same_members_and_addresses() {
         assert!(w.nodes[n].agent.last_heard().is_some_and(|t| t > w.start));
     }
     assert!(w.nodes[n2].agent.map_version() > version_before);
-    let mut a: Vec<_> = peers_before.iter().map(|p| (p.key, p.allowed_ips.clone())).collect();
-    let mut b: Vec<_> = w.peers_of(n2).iter().map(|p| (p.key, p.allowed_ips.clone())).collect();
+    let mut a: Vec<_> = peers_before
+        .iter()
+        .map(|p| (p.key, p.allowed_ips.clone()))
+        .collect();
+    let mut b: Vec<_> = w
+        .peers_of(n2)
+        .iter()
+        .map(|p| (p.key, p.allowed_ips.clone()))
+        .collect();
     a.sort();
     b.sort();
     assert_eq!(a, b);
@@ -481,5 +512,9 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
     // 240 others and the controller (a /24 holds 253 members), not itself; the map took many pages.
     assert_eq!(w.peers_of(n).len(), 241);
     let encoded = w.nodes[n].agent.map().unwrap().encode();
-    assert!(encoded.len() > 10 * meshd::mesh::map::PAGE_DATA, "{} bytes", encoded.len());
+    assert!(
+        encoded.len() > 10 * meshd::mesh::map::PAGE_DATA,
+        "{} bytes",
+        encoded.len()
+    );
 }

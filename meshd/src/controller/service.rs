@@ -25,7 +25,9 @@ use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 use super::store::{Member, Network, Sighting, Store, StoreError};
 use super::token::TokenError;
 use crate::mesh::map::{MapPeer, NetworkMap, paginate};
-use crate::mesh::message::{Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg};
+use crate::mesh::message::{
+    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg,
+};
 use crate::mesh::relay::RelayTable;
 use crate::node::PeerSpec;
 use crate::sys::udp::canonical;
@@ -33,11 +35,21 @@ use crate::sys::udp::canonical;
 /// How often sightings (last seen, last endpoint) are written to the database: one transaction per
 /// network for all members seen meanwhile.
 pub const SIGHTING_FLUSH: Duration = Duration::from_secs(10);
+/// How long a map change caused by members' addresses waits for more before it is pushed: when a
+/// thousand nodes poll a restarted controller within a few seconds, they cause a few pushes, not a
+/// thousand.
+pub const MAP_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How soon a member seen at a new address is written.
+pub const SIGHTING_FLUSH_MOVED: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum Output {
     /// Seal `body` to `key` and send it to `to`.
-    Send { to: SocketAddr, key: PublicKey, body: Body },
+    Send {
+        to: SocketAddr,
+        key: PublicKey,
+        body: Body,
+    },
     /// The controller's own node should have exactly these peers.
     OwnPeers(Vec<PeerSpec>),
     /// The controller's own node's addresses (with the block's prefix length) and MTU.
@@ -71,6 +83,9 @@ pub struct ControllerService {
     seen: HashMap<(String, PublicKey), Seen>,
     sightings: HashMap<String, Vec<Sighting>>,
     next_flush: Option<Instant>,
+    /// Networks whose map must be rebuilt at `rebuild_at` (members seen at new addresses).
+    dirty: std::collections::BTreeSet<String>,
+    rebuild_at: Option<Instant>,
     last_version: u64,
     next_index: u32,
     outputs: VecDeque<Output>,
@@ -97,6 +112,8 @@ impl ControllerService {
             seen: HashMap::new(),
             sightings: HashMap::new(),
             next_flush: None,
+            dirty: std::collections::BTreeSet::new(),
+            rebuild_at: None,
             last_version: 0,
             next_index: 0,
             outputs: VecDeque::new(),
@@ -108,7 +125,7 @@ impl ControllerService {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_flush
+        [self.next_flush, self.rebuild_at].into_iter().flatten().min()
     }
 
     /// The map version of `network` in use.
@@ -129,9 +146,13 @@ impl ControllerService {
             let mut loaded = Vec::new();
             for network in store.networks()? {
                 if network.plan.controller_v4().is_some()
-                    && let Err(e) = store.add_controller_member(&network.name, &self.own, &self.own_name, wall)
+                    && let Err(e) =
+                        store.add_controller_member(&network.name, &self.own, &self.own_name, wall)
                 {
-                    tracing::warn!("the controller's node cannot take its address in {:?}: {e}", network.name);
+                    tracing::warn!(
+                        "the controller's node cannot take its address in {:?}: {e}",
+                        network.name
+                    );
                 }
                 let members = store.members(&network.name)?;
                 loaded.push((network, members));
@@ -168,8 +189,16 @@ impl ControllerService {
         }
     }
 
-    /// Writes the sightings gathered since the last flush.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Pushes the maps that members' new addresses changed, and writes the sightings gathered since
+    /// the last flush.
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        if self.rebuild_at.is_some_and(|at| now >= at) {
+            self.rebuild_at = None;
+            for network in std::mem::take(&mut self.dirty) {
+                self.rebuild(now, wall, &network);
+            }
+            self.publish_own();
+        }
         if self.next_flush.is_some_and(|at| now >= at) {
             self.next_flush = None;
             self.flush_sightings();
@@ -190,7 +219,14 @@ impl ControllerService {
         }
     }
 
-    fn on_join(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, sender: &PublicKey, msg: JoinMsg) -> bool {
+    fn on_join(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        sender: &PublicKey,
+        msg: JoinMsg,
+    ) -> bool {
         let name = if msg.name.trim().is_empty() {
             format!("node-{}", sender.fingerprint())
         } else {
@@ -268,7 +304,14 @@ impl ControllerService {
         true
     }
 
-    fn on_poll(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, sender: &PublicKey, msg: PollMsg) -> bool {
+    fn on_poll(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        sender: &PublicKey,
+        msg: PollMsg,
+    ) -> bool {
         let Some(net) = self.nets.get(&msg.network) else {
             self.send(
                 from,
@@ -305,12 +348,15 @@ impl ControllerService {
             return true;
         }
         if moved {
-            // Its address is in everyone's map: rebuild and push (to this member too).
-            self.rebuild(now, wall, &msg.network);
-            self.publish_own();
-            return true;
+            // Its address may be in everyone's map, and is in the relay table: rebuild soon, together
+            // with whatever else moves meanwhile. The push reaches this member too.
+            self.dirty.insert(msg.network.clone());
+            let due = now + MAP_DEBOUNCE;
+            self.rebuild_at = Some(self.rebuild_at.map_or(due, |at| at.min(due)));
         }
-        let Some(net) = self.nets.get(&msg.network) else { return true };
+        let Some(net) = self.nets.get(&msg.network) else {
+            return true;
+        };
         if msg.have_version < net.map.version {
             let pages = net.pages.clone();
             for page in pages {
@@ -340,7 +386,8 @@ impl ControllerService {
         from: SocketAddr,
         local: &LocalInfo,
     ) -> bool {
-        let reachable = from.port() == local.listen_port && local.local_addrs.iter().any(|a| canonical_ip(*a) == from.ip());
+        let reachable = from.port() == local.listen_port
+            && local.local_addrs.iter().any(|a| canonical_ip(*a) == from.ip());
         let seen = Seen {
             endpoint: from,
             reachable,
@@ -355,9 +402,14 @@ impl ControllerService {
             at: wall,
             endpoint: Some(from),
         });
-        if self.next_flush.is_none() {
-            self.next_flush = Some(now + SIGHTING_FLUSH);
-        }
+        // A new address is worth writing soon (`meshd member list` shows it); the rest can wait.
+        let due = now
+            + if moved {
+                SIGHTING_FLUSH_MOVED
+            } else {
+                SIGHTING_FLUSH
+            };
+        self.next_flush = Some(self.next_flush.map_or(due, |at| at.min(due)));
         moved
     }
 
@@ -419,10 +471,19 @@ impl ControllerService {
 
     /// Recomputes `network`'s map; if it differs from `old` (ignoring the version), gives it a new
     /// version and pushes it to every authorized member with an address.
-    fn rebuild_if_changed(&mut self, _now: Instant, wall: SystemTime, network: &str, old: Option<NetworkMap>) {
+    fn rebuild_if_changed(
+        &mut self,
+        _now: Instant,
+        wall: SystemTime,
+        network: &str,
+        old: Option<NetworkMap>,
+    ) {
         let Some(net) = self.nets.get(network) else { return };
         let mut map = build_map(&net.network, &net.members, &self.own, |key| {
-            self.seen.get(&(network.to_string(), *key)).copied().map(|s| (s.endpoint, s.reachable))
+            self.seen
+                .get(&(network.to_string(), *key))
+                .copied()
+                .map(|s| (s.endpoint, s.reachable))
         });
         if let Some(old) = &old {
             map.version = old.version;
@@ -433,7 +494,8 @@ impl ControllerService {
                 return;
             }
         }
-        let wall_ms = u64::try_from(wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
+        let wall_ms = u64::try_from(wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+            .unwrap_or(u64::MAX);
         let version = wall_ms.max(self.last_version + 1).max(map.version + 1);
         self.last_version = version;
         map.version = version;
@@ -450,7 +512,10 @@ impl ControllerService {
                 self.send(to, key, Body::MapPage(page.clone()));
             }
         }
-        tracing::debug!("map of {network:?} is now version {version} ({} pages)", pages.len());
+        tracing::debug!(
+            "map of {network:?} is now version {version} ({} pages)",
+            pages.len()
+        );
         if let Some(net) = self.nets.get_mut(network) {
             net.map = map;
             net.pages = pages;
@@ -503,7 +568,8 @@ impl ControllerService {
                 }
             }
         }
-        self.outputs.push_back(Output::OwnPeers(specs.into_values().collect()));
+        self.outputs
+            .push_back(Output::OwnPeers(specs.into_values().collect()));
         if let Some(mtu) = mtu {
             self.outputs.push_back(Output::OwnInterface { addresses, mtu });
         }
@@ -515,8 +581,8 @@ impl ControllerService {
     }
 }
 
-/// A network's map: every authorized member, with where it was seen (`seen(key)`: endpoint and
-/// whether it is the member's own socket) or else where it was last seen.
+/// A network's map: every authorized member, with the address it was seen at when that is its own
+/// socket (`seen(key)`: endpoint and whether it is reachable there).
 pub fn build_map(
     network: &Network,
     members: &[Member],
@@ -528,9 +594,11 @@ pub fn build_map(
         .filter(|m| m.authorized)
         .map(|m| {
             let is_controller = &m.public_key == controller;
+            // Only an address others can use goes in the map: one behind NAT changes with the NAT's
+            // whims, and would make every node's map change with it.
             let (endpoint, reachable) = match seen(&m.public_key) {
-                Some((e, r)) => (Some(e), r),
-                None => (m.last_endpoint, false),
+                Some((e, true)) => (Some(e), true),
+                _ => (None, false),
             };
             MapPeer {
                 key: *m.public_key.as_bytes(),

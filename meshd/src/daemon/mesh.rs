@@ -15,7 +15,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::state;
 use crate::api::node::{
-    JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind, PeerStatusView,
+    JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind,
+    PeerStatusView,
 };
 use crate::controller::service::{self, ControllerService};
 use crate::mesh::agent::{self, Agent, base64_key};
@@ -114,7 +115,7 @@ impl MeshTask {
                         a.handle_timeout(now);
                     }
                     if let Some(c) = &mut self.controller {
-                        c.handle_timeout(now);
+                        c.handle_timeout(now, clock::wall());
                     }
                 }
                 _ = local_refresh.tick() => {
@@ -309,7 +310,9 @@ impl MeshTask {
                 controller: m.controller,
                 authorized: a.authorized(),
                 map_version: a.map_version(),
-                controller_last_heard_secs: a.last_heard().map(|t| now.saturating_duration_since(t).as_secs()),
+                controller_last_heard_secs: a
+                    .last_heard()
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
             })
         });
         NodeStatus {

@@ -47,23 +47,32 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         state::load(&config.state_dir)?
     };
     let store = if config.controller.enabled {
-        let store = Store::open(&config.state_dir)
-            .with_context(|| format!("cannot open the controller database in {}", config.state_dir.display()))?;
+        let store = Store::open(&config.state_dir).with_context(|| {
+            format!(
+                "cannot open the controller database in {}",
+                config.state_dir.display()
+            )
+        })?;
         Some(Arc::new(Mutex::new(store)))
     } else {
         None
     };
     let mut rng = ChaCha20Rng::from_seed(random::seed());
-    let api_token = ApiToken::load_or_create(&config.api_token_path(), &mut rng)
-        .with_context(|| format!("cannot set up the API token {}", config.api_token_path().display()))?;
-
-    let (mesh_tx, mesh_rx) = mpsc::channel(MESH_QUEUE);
-    let mut device = Device::start(&config.interface, config.listen_port, Some(mesh_tx)).with_context(|| {
+    let api_token = ApiToken::load_or_create(&config.api_token_path(), &mut rng).with_context(|| {
         format!(
-            "cannot start interface {} on UDP port {}",
-            config.interface, config.listen_port
+            "cannot set up the API token {}",
+            config.api_token_path().display()
         )
     })?;
+
+    let (mesh_tx, mesh_rx) = mpsc::channel(MESH_QUEUE);
+    let mut device =
+        Device::start(&config.interface, config.listen_port, Some(mesh_tx)).with_context(|| {
+            format!(
+                "cannot start interface {} on UDP port {}",
+                config.interface, config.listen_port
+            )
+        })?;
     let name = device.name.clone();
     // The node's key, as `wg set private-key` would set it.
     let set_key = SetDevice {
@@ -82,8 +91,12 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let _guard = runtime.enter();
         let path = uapi_server::socket_path(&name);
         let uapi = uapi_server::bind(&path).with_context(|| format!("cannot serve {}", path.display()))?;
-        let std_listener = std::net::TcpListener::bind(config.api)
-            .with_context(|| format!("cannot listen on {} for the admin API (is another meshd running?)", config.api))?;
+        let std_listener = std::net::TcpListener::bind(config.api).with_context(|| {
+            format!(
+                "cannot listen on {} for the admin API (is another meshd running?)",
+                config.api
+            )
+        })?;
         std_listener.set_nonblocking(true)?;
         (uapi, tokio::net::TcpListener::from_std(std_listener)?)
     };
@@ -134,7 +147,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "meshd is up: interface {name}, UDP port {port}, admin API on {}{}",
         config.api,
-        if config.controller.enabled { ", controller enabled" } else { "" }
+        if config.controller.enabled {
+            ", controller enabled"
+        } else {
+            ""
+        }
     );
 
     runtime.block_on(async {

@@ -66,7 +66,10 @@ pub fn load(dir: &Path) -> anyhow::Result<(Option<Membership>, Option<NetworkMap
         Ok(Some(bytes)) => match NetworkMap::decode(&bytes) {
             Ok(map) => Some(map),
             Err(e) => {
-                tracing::warn!("ignoring {}: {e}; the controller sends a new map", map_path.display());
+                tracing::warn!(
+                    "ignoring {}: {e}; the controller sends a new map",
+                    map_path.display()
+                );
                 None
             }
         },
@@ -86,7 +89,8 @@ pub fn save(dir: &Path, membership: &Membership, map: Option<&NetworkMap>) -> an
     write_atomic(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     let map_path = dir.join(MAP_FILE);
     match map {
-        Some(map) => write_atomic(&map_path, &map.encode()).with_context(|| format!("cannot write {}", map_path.display()))?,
+        Some(map) => write_atomic(&map_path, &map.encode())
+            .with_context(|| format!("cannot write {}", map_path.display()))?,
         None => match std::fs::remove_file(&map_path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,7 +112,10 @@ mod tests {
         let a = node_key(&dir, [5; 32]).unwrap();
         let b = node_key(&dir, [6; 32]).unwrap();
         assert_eq!(a.public_key(), b.public_key());
-        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load(&dir).unwrap(), (None, None));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -42,13 +42,20 @@ pub const NAT_KEEPALIVE: u16 = 25;
 #[derive(Debug)]
 pub enum Output {
     /// Seal `body` to `key` and send it to `to`.
-    Send { to: SocketAddr, key: PublicKey, body: Body },
+    Send {
+        to: SocketAddr,
+        key: PublicKey,
+        body: Body,
+    },
     /// The interface's peers should be exactly these.
     Peers(Vec<PeerSpec>),
     /// The interface's addresses (with the block's prefix length) and MTU.
     Interface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
     /// Write the membership and the last complete map (`None`: forget it) to disk.
-    Persist { membership: Membership, map: Option<NetworkMap> },
+    Persist {
+        membership: Membership,
+        map: Option<NetworkMap>,
+    },
     /// The answer to [`Agent::join`].
     JoinDone(Result<JoinResponse, JoinFailure>),
 }
@@ -155,7 +162,13 @@ impl Agent {
 
     /// Starts joining with `token` through the controller at `controller`. The answer comes as
     /// [`Output::JoinDone`], at the latest after [`JOIN_TIMEOUT`].
-    pub fn join(&mut self, now: Instant, token: &str, controller: SocketAddr, name: &str) -> Result<(), JoinFailure> {
+    pub fn join(
+        &mut self,
+        now: Instant,
+        token: &str,
+        controller: SocketAddr,
+        name: &str,
+    ) -> Result<(), JoinFailure> {
         if let Some(m) = &self.membership {
             return Err(JoinFailure {
                 kind: JoinFailureKind::AlreadyJoined,
@@ -240,7 +253,11 @@ impl Agent {
                 if self.authorized || self.map.is_some() {
                     tracing::warn!(
                         "the controller says this node is {} network {network:?}; it keeps asking",
-                        if member { "not authorized in" } else { "no longer a member of" }
+                        if member {
+                            "not authorized in"
+                        } else {
+                            "no longer a member of"
+                        }
                     );
                 }
                 self.authorized = false;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use meshd_crypto::sealed::{self, PairKey, ReplayGuard, SealedError};
-use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
 use meshd_crypto::{PublicKey, StaticSecret};
+use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
 use rand_core::{CryptoRng, RngCore};
 
 use super::message::{Body, DecodeError, Envelope};
@@ -121,10 +121,16 @@ impl Channel {
         let secret = &self.secret;
         let key = cached(&mut self.incoming, &sender, || PairKey::incoming(secret, &sender))
             .map_err(OpenError::Sealed)?;
-        key.open(&envelope, &mut self.scratch).map_err(OpenError::Sealed)?;
+        key.open(&envelope, &mut self.scratch)
+            .map_err(OpenError::Sealed)?;
         let envelope = Envelope::decode(&self.scratch).map_err(OpenError::Decode)?;
-        sealed::check_fresh(Duration::from_nanos(envelope.counter), wall, FRESHNESS).map_err(OpenError::Sealed)?;
-        if self.guard.last(&sender).is_some_and(|last| envelope.counter <= last) {
+        sealed::check_fresh(Duration::from_nanos(envelope.counter), wall, FRESHNESS)
+            .map_err(OpenError::Sealed)?;
+        if self
+            .guard
+            .last(&sender)
+            .is_some_and(|last| envelope.counter <= last)
+        {
             return Err(OpenError::Sealed(SealedError::Replayed));
         }
         Ok(Opened {
@@ -186,7 +192,10 @@ mod tests {
         assert_eq!(opened.sender, *a.public_key());
         assert_eq!(opened.body, poll());
         b.accept(&opened).unwrap();
-        assert_eq!(b.open(wall, &datagram).unwrap_err(), OpenError::Sealed(SealedError::Replayed));
+        assert_eq!(
+            b.open(wall, &datagram).unwrap_err(),
+            OpenError::Sealed(SealedError::Replayed)
+        );
         // The next message from a goes through even if the clock did not move.
         let next = a.seal(wall, &b_key, poll(), &mut rng).unwrap();
         let opened = b.open(wall, &next).unwrap();
@@ -215,7 +224,13 @@ mod tests {
         let b_key = *b.public_key();
         let datagram = a.seal(wall, &b_key, poll(), &mut rng).unwrap();
         let later = wall + FRESHNESS + Duration::from_secs(1);
-        assert_eq!(b.open(later, &datagram).unwrap_err(), OpenError::Sealed(SealedError::Stale));
-        assert_eq!(c.open(wall, &datagram).unwrap_err(), OpenError::Sealed(SealedError::Decrypt));
+        assert_eq!(
+            b.open(later, &datagram).unwrap_err(),
+            OpenError::Sealed(SealedError::Stale)
+        );
+        assert_eq!(
+            c.open(wall, &datagram).unwrap_err(),
+            OpenError::Sealed(SealedError::Decrypt)
+        );
     }
 }

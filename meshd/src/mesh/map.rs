@@ -57,7 +57,10 @@ impl NetworkMap {
         let (map, rest) =
             postcard::take_from_bytes::<NetworkMap>(bytes).map_err(|e| DecodeError(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(DecodeError(format!("{} trailing bytes after the map", rest.len())));
+            return Err(DecodeError(format!(
+                "{} trailing bytes after the map",
+                rest.len()
+            )));
         }
         Ok(map)
     }
@@ -141,7 +144,9 @@ impl Assembler {
         self.count = 0;
         match NetworkMap::decode(&bytes) {
             Ok(map) if map.network == network && map.version == version => PageOutcome::Complete(map),
-            Ok(_) => PageOutcome::Corrupt(DecodeError("pages hold another network's or version's map".into())),
+            Ok(_) => PageOutcome::Corrupt(DecodeError(
+                "pages hold another network's or version's map".into(),
+            )),
             Err(e) => PageOutcome::Corrupt(e),
         }
     }
@@ -172,7 +177,9 @@ mod tests {
                     },
                     name: format!("node-{i}"),
                     ipv4: Ipv4Addr::from(0x0a00_0000 + i as u32 + 1),
-                    ipv6: Some(Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0000_0000u128 + i as u128 + 1)),
+                    ipv6: Some(Ipv6Addr::from(
+                        0x2001_0db8_0001_0000_0000_0000_0000_0000u128 + i as u128 + 1,
+                    )),
                     endpoint: Some(SocketAddr::from(([192, 0, 2, (i % 250) as u8], 51820))),
                     reachable: i % 2 == 0,
                     controller: i == 0,

@@ -46,8 +46,7 @@ pub mod key_base64 {
         let bytes = STANDARD
             .decode(text.trim())
             .map_err(|e| serde::de::Error::custom(format!("key is not base64: {e}")))?;
-        <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| serde::de::Error::custom("key is not 32 bytes"))
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| serde::de::Error::custom("key is not 32 bytes"))
     }
 }
 
@@ -69,8 +68,14 @@ mod tests {
             mtu: 1420,
         };
         let text = serde_json::to_string(&m).unwrap();
-        assert!(text.contains("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="), "{text}");
+        assert!(
+            text.contains("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<Membership>(&text).unwrap(), m);
-        assert_eq!(m.interface_addresses(), vec![("203.0.113.2".parse().unwrap(), 24)]);
+        assert_eq!(
+            m.interface_addresses(),
+            vec![("203.0.113.2".parse().unwrap(), 24)]
+        );
     }
 }

@@ -39,10 +39,16 @@ pub enum Body {
     JoinRefused(RefusedMsg),
     MapPage(MapPageMsg),
     /// The node's map is the newest (`version`); nothing to send.
-    MapCurrent { network: String, version: u64 },
+    MapCurrent {
+        network: String,
+        version: u64,
+    },
     /// The sender is a member of `network` but not authorized (deauthorized), or not a member at all
     /// (`member: false`, removed). The node keeps its membership and asks again later.
-    NotAuthorized { network: String, member: bool },
+    NotAuthorized {
+        network: String,
+        member: bool,
+    },
 }
 
 /// What the node tells the controller about its socket, so the controller can tell whether the
@@ -210,7 +216,10 @@ mod tests {
         for envelope in samples() {
             let bytes = envelope.encode();
             for cut in 0..bytes.len() {
-                assert!(Envelope::decode(&bytes[..cut]).is_err(), "{envelope:?} cut at {cut}");
+                assert!(
+                    Envelope::decode(&bytes[..cut]).is_err(),
+                    "{envelope:?} cut at {cut}"
+                );
             }
             let mut padded = bytes.clone();
             padded.push(0);

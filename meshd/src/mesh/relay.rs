@@ -70,8 +70,14 @@ mod tests {
         t.insert([1; 32], addr("192.0.2.1:1000"), 0);
         t.insert([2; 32], addr("192.0.2.2:2000"), 0);
         t.insert([3; 32], addr("192.0.2.3:3000"), 1);
-        assert_eq!(t.forward(addr("192.0.2.1:1000"), &[2; 32]), Some(addr("192.0.2.2:2000")));
-        assert_eq!(t.forward(addr("192.0.2.2:2000"), &[1; 32]), Some(addr("192.0.2.1:1000")));
+        assert_eq!(
+            t.forward(addr("192.0.2.1:1000"), &[2; 32]),
+            Some(addr("192.0.2.2:2000"))
+        );
+        assert_eq!(
+            t.forward(addr("192.0.2.2:2000"), &[1; 32]),
+            Some(addr("192.0.2.1:1000"))
+        );
         // Another network, an unknown sender, an unknown destination, back to the sender.
         assert_eq!(t.forward(addr("192.0.2.1:1000"), &[3; 32]), None);
         assert_eq!(t.forward(addr("198.51.100.9:1000"), &[2; 32]), None);
@@ -84,6 +90,9 @@ mod tests {
         let mut t = RelayTable::default();
         t.insert([1; 32], addr("192.0.2.1:1000"), 0);
         t.insert([2; 32], addr("[::ffff:192.0.2.2]:2000"), 0);
-        assert_eq!(t.forward(addr("[::ffff:192.0.2.1]:1000"), &[2; 32]), Some(addr("192.0.2.2:2000")));
+        assert_eq!(
+            t.forward(addr("[::ffff:192.0.2.1]:1000"), &[2; 32]),
+            Some(addr("192.0.2.2:2000"))
+        );
     }
 }

@@ -22,12 +22,10 @@ pub fn configure(interface: &str, addresses: &[(IpAddr, u8)], mtu: u16) -> io::R
 }
 
 fn ip(args: &[&str]) -> io::Result<()> {
-    let output = Command::new("ip").args(args).output().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot run `ip` (install iproute2): {e}"),
-        )
-    })?;
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip` (install iproute2): {e}")))?;
     if output.status.success() {
         return Ok(());
     }

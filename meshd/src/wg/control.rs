@@ -259,7 +259,8 @@ impl Control {
                 }
             }
             Event::PeerAdded { peer, key } => {
-                self.peers.insert(peer, Arc::new(PeerShared::new(peer, *key.as_bytes())));
+                self.peers
+                    .insert(peer, Arc::new(PeerShared::new(peer, *key.as_bytes())));
                 self.routes_dirty = true;
             }
             Event::PeerRemoved { peer } => {

@@ -21,10 +21,10 @@ use anyhow::Context;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::mpsc;
 
-use crate::node::{HANDSHAKE_QUEUE, Node};
-use crate::sys::{clock, random, tun::Tun, udp::Udp};
 use crate::daemon::mesh::MeshInput;
 use crate::mesh::relay::RelayTable;
+use crate::node::{HANDSHAKE_QUEUE, Node};
+use crate::sys::{clock, random, tun::Tun, udp::Udp};
 use control::{Control, ControlMsg};
 use rx::RxUpdate;
 use shared::{Routes, Shared};
@@ -52,10 +52,10 @@ impl Device {
     /// Creates the TUN device `name` and the UDP socket on `port` (0: any), and starts the data
     /// threads. meshd's own control messages go to `mesh` if given, else they are dropped.
     pub fn start(name: &str, port: u16, mesh: Option<mpsc::Sender<MeshInput>>) -> anyhow::Result<Device> {
-        let tun = Arc::new(
-            Tun::create(name, DEFAULT_MTU)
-                .with_context(|| format!("cannot create TUN device {name:?} (needs root and /dev/net/tun)"))?,
-        );
+        let tun =
+            Arc::new(Tun::create(name, DEFAULT_MTU).with_context(|| {
+                format!("cannot create TUN device {name:?} (needs root and /dev/net/tun)")
+            })?);
         let name = tun.name().to_string();
         if !tun.offload() {
             tracing::warn!("the kernel refused TUN segmentation offload; throughput will be lower");
