@@ -4,7 +4,11 @@
 //! `sys/` is the only place with operating-system calls and `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod config;
 pub mod controller;
+pub mod daemon;
+pub mod mesh;
 pub mod node;
 pub mod sys;
 pub mod uapi;
