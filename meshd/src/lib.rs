@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod daemon;

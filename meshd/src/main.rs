@@ -1,4 +1,6 @@
-fn main() {
-    eprintln!("meshd: the daemon is not built yet; see the README for what works today");
-    std::process::exit(2);
+//! `meshd`: the daemon (`meshd up`) and the command line that administers it. See `meshd --help` and
+//! [`meshd::cli`].
+
+fn main() -> std::process::ExitCode {
+    meshd::cli::main()
 }

@@ -1,0 +1,165 @@
+//! The `meshd` command line: `meshd up` runs the daemon; every other command is a client of the
+//! running daemon's admin API ([`crate::api`]), found through the same configuration file.
+//!
+//! Exit status: 0 done, 1 the operation failed (the reason on stderr, as the API gave it), 2 the
+//! command line was wrong (clap's usage error). Output meant for scripts: `--json` on every command that
+//! prints data, and `meshd token create` prints the bare token on stdout.
+
+mod controller;
+pub mod format;
+mod node;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::ApiClient;
+use crate::config::{Config, DEFAULT_CONFIG};
+
+const AFTER_HELP: &str = "\
+Getting started:
+  # on the machine that runs the controller ([controller] enabled = true in its config):
+  meshd up &
+  meshd network create lab --ipv4 10.77.0.0/24
+  T=$(meshd token create)
+
+  # on a machine that joins (its daemon running):
+  meshd join \"$T\" --controller router.example.net:51820
+  meshd status
+
+`meshd COMMAND --help` has the details of each command.";
+
+/// Self-hosted mesh VPN: a WireGuard-compatible data plane and the controller that hands out
+/// addresses and peers.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The configuration file, which says where the daemon's API and token are [default:
+    /// /etc/meshd/meshd.toml; if it is missing, the defaults]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    #[command(
+        long_about = "Run the daemon in the foreground (as systemd expects; stop it with SIGTERM or \
+        Ctrl-C).\n\nIt brings up the interface named in the configuration (`wg show` works on it), \
+        serves the admin API on loopback, keeps this node's peers in step with its network's map, and \
+        runs the controller when `[controller] enabled = true`. Logs go to stderr; LOG_LEVEL=debug (or \
+        verbose, info, warn, error, silent) sets how much.",
+        after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up"
+    )]
+    Up,
+
+    /// Create, list and show networks (controller).
+    #[command(subcommand)]
+    Network(controller::NetworkCommand),
+
+    /// Create, list and revoke join tokens (controller).
+    #[command(subcommand)]
+    Token(controller::TokenCommand),
+
+    /// List, show, authorize, deauthorize and remove members (controller).
+    #[command(subcommand)]
+    Member(controller::MemberCommand),
+
+    /// Join this machine to a network with a token.
+    #[command(
+        long_about = "Join this machine to a network with a token made by `meshd token create` on \
+        the controller.\n\nThe daemon (`meshd up`) must be running here. It contacts the controller at \
+        HOST:PORT (its UDP listen port, 51820 unless configured otherwise; the port may be left out \
+        then), checks that the controller holds the key the token names, and gets this node's addresses \
+        and peers. On success it prints the network, the name and the addresses; if the controller \
+        refuses the token, the reason goes to stderr and the exit status is 1.",
+        after_help = "Examples:\n  meshd join meshd1-abcd... --controller router.example.net:51820\n  \
+        meshd join \"$T\" --controller 192.0.2.1 --name laptop\n  meshd join \"$T\" --controller [2001:db8::1]:51820 --json"
+    )]
+    Join(node::JoinArgs),
+
+    /// Show this node: its key, interface, membership, addresses and peers.
+    #[command(
+        long_about = "Show this node: its public key, interface and listen port, whether it runs the \
+        controller, its membership (network, controller, authorized, map version, when the controller \
+        was last heard from), its addresses, and a table of its peers with the path packets take \
+        (direct, or relayed through the controller), the last handshake and the bytes received and sent.",
+        after_help = "Examples:\n  meshd status\n  meshd status --json | jq '.peers[] | select(.path == \"relayed\")'"
+    )]
+    Status(JsonFlag),
+}
+
+/// `--json` for commands that print data.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct JsonFlag {
+    /// Print the result as JSON (the admin API's own objects) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line of this process. Usage errors exit with 2 (and `--help` with 0) inside.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
+    };
+    match cli.command {
+        Command::Up => {
+            init_logging();
+            crate::daemon::up(config)
+        }
+        Command::Network(command) => controller::network(&client(&config)?, command),
+        Command::Token(command) => controller::token(&client(&config)?, &config, command),
+        Command::Member(command) => controller::member(&client(&config)?, command),
+        Command::Join(args) => node::join(&client(&config)?, args),
+        Command::Status(flag) => node::status(&client(&config)?, flag),
+    }
+}
+
+fn client(config: &Config) -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::from_config(config)?)
+}
+
+/// Logging for `meshd up`: stderr, with the level from `LOG_LEVEL` as `meshd-wg` reads it.
+fn init_logging() {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("LOG_LEVEL").as_deref() {
+        Ok("debug" | "verbose") => LevelFilter::DEBUG,
+        Ok("warn") => LevelFilter::WARN,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("silent") => LevelFilter::OFF,
+        _ => LevelFilter::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,202 @@
+//! `meshd join` and `meshd status`: this node, through the daemon's mesh task.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::JsonFlag;
+use super::format::{ago, bytes, field, out, out_json, table};
+use crate::api::ApiClient;
+use crate::api::node::{JoinRequest, NodeStatus, PathKind};
+use crate::config::DEFAULT_LISTEN_PORT;
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The join token (`meshd1-...`) from `meshd token create` on the controller.
+    pub token: String,
+    /// The controller's UDP endpoint, HOST:PORT; a host name is resolved here. Without a port, 51820.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller: String,
+    /// This machine's name in the network [default: its host name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+pub fn join(client: &ApiClient, args: JoinArgs) -> anyhow::Result<()> {
+    let controller = resolve(&args.controller)?;
+    let joined = client.join(&JoinRequest {
+        token: args.token,
+        controller,
+        name: args.name,
+    })?;
+    if args.out.json {
+        return out_json(&joined);
+    }
+    let addresses = std::iter::once(joined.ipv4.to_string())
+        .chain(joined.ipv6.map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(out(&format!(
+        "Joined network {:?} as {:?}: {addresses}\nController {} (key {}).\n",
+        joined.network, joined.name, joined.controller, joined.controller_key
+    ))?)
+}
+
+/// `HOST:PORT`, `HOST`, `[V6]:PORT` or a bare address; a name is looked up, and its first address
+/// used.
+fn resolve(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, DEFAULT_LISTEN_PORT));
+    }
+    let with_port = if text.contains(':') {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_LISTEN_PORT}")
+    };
+    let mut addrs = with_port.to_socket_addrs().with_context(|| {
+        format!("cannot resolve the controller {text:?}; give HOST:PORT, e.g. router.example.net:51820")
+    })?;
+    match addrs.next() {
+        Some(addr) => Ok(addr),
+        None => bail!("the controller {text:?} has no address"),
+    }
+}
+
+pub fn status(client: &ApiClient, flag: JsonFlag) -> anyhow::Result<()> {
+    let status = client.status()?;
+    if flag.json {
+        return out_json(&status);
+    }
+    Ok(out(&status_text(&status))?)
+}
+
+fn status_text(s: &NodeStatus) -> String {
+    let mut text = String::new();
+    field(&mut text, "public key", &s.public_key);
+    field(&mut text, "interface", &s.interface);
+    field(&mut text, "listen port", s.listen_port);
+    field(
+        &mut text,
+        "role",
+        if s.controller_role { "controller" } else { "member" },
+    );
+    match &s.membership {
+        Some(m) => {
+            field(&mut text, "network", format!("{} (as {:?})", m.network, m.name));
+            field(
+                &mut text,
+                "controller",
+                format!("{} (key {})", m.controller, m.controller_key),
+            );
+            field(
+                &mut text,
+                "authorized",
+                if m.authorized {
+                    "yes"
+                } else {
+                    "no (the controller cut this node off; ask its operator)"
+                },
+            );
+            field(
+                &mut text,
+                "map version",
+                if m.map_version == 0 {
+                    "none yet".to_string()
+                } else {
+                    m.map_version.to_string()
+                },
+            );
+            field(
+                &mut text,
+                "last heard",
+                m.controller_last_heard_secs
+                    .map_or_else(|| "not since the daemon started".to_string(), ago),
+            );
+        }
+        None if s.controller_role => {}
+        None => field(
+            &mut text,
+            "network",
+            "none; join one with `meshd join TOKEN --controller HOST:PORT`",
+        ),
+    }
+    field(
+        &mut text,
+        "addresses",
+        if s.addresses.is_empty() {
+            "-".to_string()
+        } else {
+            s.addresses.join(", ")
+        },
+    );
+    text.push('\n');
+    if s.peers.is_empty() {
+        text.push_str("no peers\n");
+        return text;
+    }
+    let rows: Vec<Vec<String>> = s
+        .peers
+        .iter()
+        .map(|p| {
+            let mesh_ip = match (p.mesh_ipv4, p.mesh_ipv6) {
+                (Some(v4), _) => v4.to_string(),
+                (None, Some(v6)) => v6.to_string(),
+                (None, None) => "-".to_string(),
+            };
+            vec![
+                p.name.clone(),
+                mesh_ip,
+                p.endpoint.map_or_else(|| "-".into(), |e| e.to_string()),
+                match p.path {
+                    PathKind::Direct => "direct",
+                    PathKind::Relayed => "relayed",
+                    PathKind::None => "-",
+                }
+                .to_string(),
+                p.last_handshake_secs.map_or_else(|| "never".into(), ago),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["NAME", "MESH-IP", "ENDPOINT", "PATH", "HANDSHAKE", "RX", "TX"],
+        &rows,
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_endpoints() {
+        assert_eq!(
+            resolve("192.0.2.1:4000").unwrap(),
+            "192.0.2.1:4000".parse().unwrap()
+        );
+        assert_eq!(resolve("192.0.2.1").unwrap(), "192.0.2.1:51820".parse().unwrap());
+        assert_eq!(
+            resolve("[2001:db8::1]:9").unwrap(),
+            "[2001:db8::1]:9".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("2001:db8::1").unwrap(),
+            "[2001:db8::1]:51820".parse().unwrap()
+        );
+        assert_eq!(resolve("localhost:7").unwrap().port(), 7);
+        assert!(resolve("host:notaport").is_err());
+    }
+}
