@@ -174,7 +174,9 @@ impl PairKey {
 
 impl fmt::Debug for PairKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PairKey").field("sender", &self.sender).finish_non_exhaustive()
+        f.debug_struct("PairKey")
+            .field("sender", &self.sender)
+            .finish_non_exhaustive()
     }
 }
 
@@ -314,7 +316,9 @@ mod tests {
         let mut env2 = Vec::new();
         seal(&a, b.public_key(), b"poll", &mut env2, &mut rng).unwrap();
         let in_key = PairKey::incoming(&b, a.public_key()).unwrap();
-        let MeshdMessage::Sealed(parsed) = meshd::parse_meshd(&env2).unwrap() else { panic!() };
+        let MeshdMessage::Sealed(parsed) = meshd::parse_meshd(&env2).unwrap() else {
+            panic!()
+        };
         in_key.open(&parsed, &mut plain).unwrap();
         assert_eq!(plain, b"poll");
         // A key for another sender refuses the envelope instead of misreading it.
