@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         return usage_error(&why);
     }
 
-    init_logging();
+    meshd::sys::logging::init();
     if !foreground {
         let mut child_args = vec![OsString::from("--foreground")];
         child_args.push(OsString::from(&interface));
@@ -98,20 +98,4 @@ fn valid_interface_name(name: &str) -> Result<(), String> {
             "{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
         ))
     }
-}
-
-fn init_logging() {
-    use tracing_subscriber::filter::LevelFilter;
-    let level = match std::env::var("LOG_LEVEL").as_deref() {
-        Ok("debug" | "verbose") => LevelFilter::DEBUG,
-        Ok("warn") => LevelFilter::WARN,
-        Ok("error") => LevelFilter::ERROR,
-        Ok("silent") => LevelFilter::OFF,
-        _ => LevelFilter::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Up => {
-            init_logging();
+            crate::sys::logging::init();
             crate::daemon::up(config)
         }
         Command::Network(command) => controller::network(&client(&config)?, command),
@@ -134,23 +134,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn client(config: &Config) -> anyhow::Result<ApiClient> {
     Ok(ApiClient::from_config(config)?)
-}
-
-/// Logging for `meshd up`: stderr, with the level from `LOG_LEVEL` as `meshd-wg` reads it.
-fn init_logging() {
-    use tracing_subscriber::filter::LevelFilter;
-    let level = match std::env::var("LOG_LEVEL").as_deref() {
-        Ok("debug" | "verbose") => LevelFilter::DEBUG,
-        Ok("warn") => LevelFilter::WARN,
-        Ok("error") => LevelFilter::ERROR,
-        Ok("silent") => LevelFilter::OFF,
-        _ => LevelFilter::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
 
 #[cfg(test)]

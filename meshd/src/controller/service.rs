@@ -313,38 +313,17 @@ impl ControllerService {
         msg: PollMsg,
     ) -> bool {
         let Some(net) = self.nets.get(&msg.network) else {
-            self.send(
-                from,
-                *sender,
-                Body::NotAuthorized {
-                    network: msg.network,
-                    member: false,
-                },
-            );
+            self.not_authorized(from, *sender, msg.network, false);
             return false;
         };
         let Some(member) = net.members.iter().find(|m| &m.public_key == sender) else {
-            self.send(
-                from,
-                *sender,
-                Body::NotAuthorized {
-                    network: msg.network,
-                    member: false,
-                },
-            );
+            self.not_authorized(from, *sender, msg.network, false);
             return false;
         };
         let authorized = member.authorized;
         let moved = self.note_seen(now, wall, &msg.network, sender, from, &msg.local);
         if !authorized {
-            self.send(
-                from,
-                *sender,
-                Body::NotAuthorized {
-                    network: msg.network,
-                    member: true,
-                },
-            );
+            self.not_authorized(from, *sender, msg.network, true);
             return true;
         }
         if moved {
@@ -431,14 +410,7 @@ impl ControllerService {
                     continue;
                 }
                 if let Some(to) = self.endpoint_of(&name, old) {
-                    self.send(
-                        to,
-                        old.public_key,
-                        Body::NotAuthorized {
-                            network: name.clone(),
-                            member: still.is_some(),
-                        },
-                    );
+                    self.not_authorized(to, old.public_key, name.clone(), still.is_some());
                 }
             }
         }
@@ -574,6 +546,12 @@ impl ControllerService {
             self.outputs.push_back(Output::OwnInterface { addresses, mtu });
         }
         self.outputs.push_back(Output::Relay(relay));
+    }
+
+    /// Tells a key that it is not (`member: false`) or no longer authorized (`member: true`) in
+    /// `network`.
+    fn not_authorized(&mut self, to: SocketAddr, key: PublicKey, network: String, member: bool) {
+        self.send(to, key, Body::NotAuthorized { network, member });
     }
 
     fn send(&mut self, to: SocketAddr, key: PublicKey, body: Body) {

@@ -91,12 +91,7 @@ impl MeshTask {
             .into_iter()
             .flatten()
             .min();
-            let timer = async move {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = crate::wg::sleep_until(deadline);
             tokio::select! {
                 biased;
                 _ = &mut stop => break,

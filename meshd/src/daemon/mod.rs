@@ -31,7 +31,7 @@ use crate::mesh::channel::Channel;
 use crate::sys::{clock, files, random};
 use crate::uapi::SetDevice;
 use crate::wg::control::Control;
-use crate::wg::{Device, uapi_server};
+use crate::wg::{self, Device, uapi_server};
 use mesh::{MESH_QUEUE, MeshTask};
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT (or the interface is deleted).
@@ -170,16 +170,9 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             move || mesh_shared.udp.load().port(),
             mesh_stop,
         ));
-        let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-                Some(why) = gone.recv() => tracing::info!("{why}: shutting down"),
-            }
-        };
-        control.run_mesh(handshakes, call_rx, cmd_rx, stop).await;
+        control
+            .run_mesh(handshakes, call_rx, cmd_rx, wg::stop_signal(&mut gone))
+            .await;
         // Let the mesh task write what it holds (the controller's sightings) before leaving.
         stopping.notify_one();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), mesh).await;

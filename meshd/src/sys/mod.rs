@@ -7,6 +7,7 @@ pub mod clock;
 pub mod files;
 pub mod ifaddrs;
 pub mod ifconfig;
+pub mod logging;
 pub mod poll;
 pub mod process;
 pub mod random;

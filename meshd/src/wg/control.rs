@@ -113,12 +113,7 @@ impl Control {
         let mut drops_logged_at = clock::now();
         loop {
             let deadline = self.node.poll_timeout();
-            let timer = async move {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = super::sleep_until(deadline);
             tokio::select! {
                 biased;
                 _ = &mut stop => return,

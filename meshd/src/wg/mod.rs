@@ -128,16 +128,7 @@ pub fn run(name: &str, ready: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Re
     let msg_rx = device.handshakes;
     runtime.block_on(async {
         let server = tokio::spawn(uapi_server::serve(listener, call_tx));
-        let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-                Some(why) = gone_rx.recv() => tracing::info!("{why}: shutting down"),
-            }
-        };
-        control.run(msg_rx, call_rx, stop).await;
+        control.run(msg_rx, call_rx, stop_signal(&mut gone_rx)).await;
         server.abort();
     });
     shared.stopping.store(true, Ordering::Relaxed);
@@ -147,6 +138,25 @@ pub fn run(name: &str, ready: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Re
     // The TUN device goes with its last descriptor when the process exits; the data threads hold it
     // and are left to die with the process rather than joined (they may sit in a blocking call).
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT, or when a data thread reports that the interface is gone.
+pub async fn stop_signal(gone: &mut mpsc::Receiver<String>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        Some(why) = gone.recv() => tracing::info!("{why}: shutting down"),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one (a `select!` arm for the next timer).
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn spawn_data_thread(
