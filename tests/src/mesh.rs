@@ -338,6 +338,14 @@ impl MeshNode {
     }
 }
 
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        // Before the namespace handle goes: stopping the daemon with SIGTERM (the guard's way) lets it
+        // clean up, where deleting the namespace would kill it outright.
+        drop(self.daemon.take());
+    }
+}
+
 /// The first IPv4 and IPv6 address in a status's `addresses` (written `ADDR` or `ADDR/LEN`).
 pub fn mesh_addrs(status: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     let mut v4 = None;
@@ -812,11 +820,18 @@ pub fn ping_every_pair(nodes: &[&MeshNode]) {
     }
 }
 
-/// [`Netns::ping_ok`] from one node to another's mesh address, with both daemons' logs on failure.
+/// [`Netns::ping_ok`] from one node to another's mesh address (the first answer within
+/// [`FIRST_PING`]), with both daemons' state and logs on failure.
 #[track_caller]
 pub fn ping_mesh(from: &MeshNode, to: &MeshNode, dest: IpAddr) {
+    ping_mesh_within(from, to, dest, FIRST_PING);
+}
+
+/// [`ping_mesh`] with the first answer due within `first_answer_within`.
+#[track_caller]
+pub fn ping_mesh_within(from: &MeshNode, to: &MeshNode, dest: IpAddr, first_answer_within: Duration) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        from.ns.ping_ok(dest, 2, FIRST_PING);
+        from.ns.ping_ok(dest, 2, first_answer_within);
     }));
     if let Err(panic) = result {
         let message = panic
@@ -825,20 +840,33 @@ pub fn ping_mesh(from: &MeshNode, to: &MeshNode, dest: IpAddr) {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_default();
         panic!(
-            "{} cannot ping {} at {dest}: {message}\n--- status of {} ---\n{}\n--- status of {} ---\n{}\n\
-             --- log of {} ---\n{}\n--- log of {} ---\n{}",
+            "{} cannot ping {} at {dest}: {message}\n{}\n{}",
             from.name,
             to.name,
-            from.name,
-            status_or_error(from),
-            to.name,
-            status_or_error(to),
-            from.name,
-            from.log_tail(25),
-            to.name,
-            to.log_tail(25)
+            diagnostics(from),
+            diagnostics(to)
         );
     }
+}
+
+/// What a failure message shows about a node: its status, its interface as `wg` and `ip` see it, and
+/// the end of its log.
+pub fn diagnostics(node: &MeshNode) -> String {
+    let run = |argv: &[&str]| match node.ns.try_run(argv, Duration::from_secs(5)) {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    format!(
+        "--- {name}: meshd status ---\n{}\n--- {name}: wg show {iface} dump ---\n{}\n\
+         --- {name}: ip route ---\n{}\n{}\n--- {name}: log ---\n{}",
+        status_or_error(node),
+        run(&["wg", "show", &node.interface, "dump"]),
+        run(&["ip", "-4", "route"]),
+        run(&["ip", "-6", "route", "show", "dev", &node.interface]),
+        node.log_tail(25),
+        name = node.name,
+        iface = node.interface,
+    )
 }
 
 fn status_or_error(node: &MeshNode) -> String {

@@ -12,7 +12,7 @@ use meshd_tests::mesh::{
     self, CONTROLLER_UNDERLAY, Mesh, MeshNode, NETWORK, NodeSpec, Uplink, expect_path, expect_refusal,
     ping_mesh, ping_run, unix_time,
 };
-use meshd_tests::{e2e, token, wait_until};
+use meshd_tests::{e2e, token};
 
 /// Where the nodes of [`mesh::THREE_NODES`] stand: public ones are reached directly, two NATed ones
 /// reach each other through the controller's relay.
@@ -56,6 +56,27 @@ fn mesh_three_nodes_ping_through_nat_and_relay() {
                 if a.name() != b.name() {
                     expect_path(a, b, expected_path(a.name(), b.name()), Duration::from_secs(10));
                 }
+            }
+        }
+
+        // The controller shows where it hears each node from: the public address, or the NAT's.
+        for node in [n1, n2, n3] {
+            let expected = node.public_addr().to_string();
+            let mut last = Value::Null;
+            let seen = meshd_tests::process::try_wait_until(
+                &format!("the member list to show {} last at {expected}", node.name()),
+                Duration::from_secs(5),
+                || {
+                    last = mesh.member(node.name());
+                    last.get("last_endpoint")
+                        .and_then(Value::as_str)
+                        .and_then(|e| e.rsplit_once(':'))
+                        .is_some_and(|(ip, _)| ip == expected)
+                        && last.get("last_seen").is_some_and(|t| !t.is_null())
+                },
+            );
+            if let Err(e) = seen {
+                panic!("{e}; it shows {last}");
             }
         }
 
@@ -271,15 +292,61 @@ fn mesh_deauthorize_cuts_off_within_2s_and_reauthorize_restores() {
 
         mesh.ctl.cli_ok(&["member", "authorize", "n1"]);
         let restored_from = unix_time();
-        for (from, _, dest) in &directions {
-            let what = format!("{} to ping {dest} again after `member authorize n1`", from.name());
-            wait_until(&what, Duration::from_secs(10), || {
-                from.netns().ping_once(*dest).is_ok()
-            });
+        // The node that comes back speaks first (its three directions probed at once), then its peers:
+        // each direction until it answers. Probing the reverse
+        // directions at the same time would let a peer's packets repair what n1's alone must repair.
+        // (seconds after the CLI returned when probing began, and when the first answer came)
+        let probe = |group: &[&(&MeshNode, &MeshNode, IpAddr)]| -> Vec<(f64, Option<f64>)> {
+            thread::scope(|s| {
+                let probes: Vec<_> = group
+                    .iter()
+                    .map(|(from, _, dest)| {
+                        s.spawn(move || {
+                            // Up to 25 s from the CLI returning (at least 3 s each), so that a late
+                            // direction is measured, not just failed; the bound checked is 10 s.
+                            let began = unix_time() - restored_from;
+                            let left = (25.0 - began).max(3.0);
+                            let what = format!("{} to ping {dest}", from.name());
+                            let answered = meshd_tests::process::try_wait_until(
+                                &what,
+                                Duration::from_secs_f64(left),
+                                || from.netns().ping_once(*dest).is_ok(),
+                            );
+                            (began, answered.ok().map(|()| unix_time() - restored_from))
+                        })
+                    })
+                    .collect();
+                probes
+                    .into_iter()
+                    .map(|p| p.join().expect("a probe thread"))
+                    .collect()
+            })
+        };
+        let (from_n1, to_n1): (Vec<_>, Vec<_>) =
+            directions.iter().partition(|(from, _, _)| from.name() == "n1");
+        let mut answered = probe(&from_n1);
+        answered.extend(probe(&to_n1));
+        let directions: Vec<_> = from_n1.into_iter().chain(to_n1).copied().collect();
+        let mut outcome = String::new();
+        for ((from, to, dest), (began, answered)) in directions.iter().zip(&answered) {
+            outcome.push_str(&format!(
+                "{} -> {} ({dest}): probed from {began:+.2} s, {}\n",
+                from.name(),
+                to.name(),
+                match answered {
+                    Some(t) if *t <= 10.0 => format!("answers at {t:+.2} s"),
+                    Some(t) => format!("answers only at {t:+.2} s, later than 10 s"),
+                    None => "NO ANSWER".to_owned(),
+                }
+            ));
         }
-        println!(
-            "authorize n1: every direction answers again {:.2} s after the CLI returned",
-            unix_time() - restored_from
+        let failed = answered.iter().any(|(_, t)| t.is_none_or(|t| t > 10.0));
+        println!("authorize n1:\n{outcome}");
+        assert!(
+            !failed,
+            "pings did not all come back within 10 s of `member authorize n1` returning:\n{outcome}\n{}\n{}",
+            mesh::diagnostics(n1),
+            mesh::diagnostics(&mesh.ctl)
         );
         for (from, to, dest) in &directions {
             ping_mesh(from, to, *dest);
@@ -295,7 +362,9 @@ fn mesh_controller_kill_9_keeps_tunnels_and_state() {
     e2e(|lab| {
         let mut mesh = Mesh::three_nodes(lab);
         let spare = mesh.token(&["--uses", "1"]);
-        let ignore = ["last_seen"];
+        // When and where members were last heard from is written a second or more after it happens,
+        // so it may legitimately differ between two snapshots; everything else must not.
+        let ignore = ["last_seen", "last_endpoint"];
         let snapshot = |mesh: &Mesh<'_>| {
             (
                 mesh.members().without_keys(&ignore).sorted(),
@@ -311,6 +380,10 @@ fn mesh_controller_kill_9_keeps_tunnels_and_state() {
             )
         };
         let before = snapshot(&mesh);
+        println!(
+            "state before kill -9: members {}\nnetwork {}\ntokens {}",
+            before.0, before.1, before.2
+        );
 
         // Field by field, so the controller can be killed and restarted while these are borrowed.
         let (n1, n2) = (&mesh.nodes[0], &mesh.nodes[1]);
@@ -354,7 +427,7 @@ fn mesh_controller_kill_9_keeps_tunnels_and_state() {
         let after = snapshot(&mesh);
         assert_eq!(
             after.0, before.0,
-            "the member list changed across kill -9 and restart (last_seen ignored)"
+            "the member list changed across kill -9 and restart (last_seen and last_endpoint ignored)"
         );
         assert_eq!(
             after.1, before.1,
