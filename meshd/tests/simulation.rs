@@ -580,3 +580,22 @@ fn under_load_a_relayed_initiation_is_dropped_as_its_cookie_reply_cannot_be_addr
     sim.run_for(REKEY_TIMEOUT);
     assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
 }
+
+/// Both sides start a handshake at the same moment (two nodes that were just given each other by a
+/// network map). Each completes its own as initiator while holding the other's as responder; each must
+/// keep the other's session for receiving (as Linux does, as "previous"), or the first data each sends
+/// lands on a session the other threw away and nothing flows until a handshake timer fires.
+#[test]
+fn crossed_handshakes_carry_data_both_ways_at_once() {
+    let mut sim = Sim::pair();
+    sim.send_ip(0, a_to_b(1));
+    sim.send_ip(1, b_to_a(2));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)]);
+    sim.send_ip(0, a_to_b(3));
+    sim.send_ip(1, b_to_a(4));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1), a_to_b(3)]);
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2), b_to_a(4)]);
+}

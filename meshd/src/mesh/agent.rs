@@ -377,9 +377,16 @@ impl Agent {
         }
     }
 
+    /// A member not (or no longer) authorized has no peers at all, not even the controller's node: the
+    /// control channel needs no WireGuard peer, and a session kept with a controller that dropped its
+    /// side would carry nothing once the member is authorized again, until a handshake timer fired.
     fn publish_peers(&mut self) {
         if let Some(m) = &self.membership {
-            let peers = peer_specs(&self.own_key, m, self.map.as_ref().filter(|_| self.authorized));
+            let peers = if self.authorized {
+                peer_specs(&self.own_key, m, self.map.as_ref())
+            } else {
+                Vec::new()
+            };
             self.outputs.push_back(Output::Peers(peers));
         }
     }

@@ -333,12 +333,20 @@ impl Node {
         let (sender, receiver) = session::new_session(keys, now);
         let sender = Arc::new(sender);
 
-        // A new initiator session becomes current at once; the old current becomes previous, and a
-        // pending responder session from a crossed handshake is abandoned.
+        // A new initiator session becomes current at once. The one before it stays for receiving as
+        // previous: the old current, or, after crossed handshakes, the pending responder session,
+        // which the peer (as its initiator) already sends on; then the old current goes (Linux
+        // noise.c `add_new_keypair` does the same). Dropping the responder session instead would lose
+        // everything the peer sends until a handshake timer fires.
         let mut retired = Vec::new();
         retired.extend(peer.previous.take());
-        retired.extend(peer.next.take().map(|s| s.local_index));
-        peer.previous = peer.current.take().map(|s| s.local_index);
+        match peer.next.take() {
+            Some(next) => {
+                retired.extend(peer.current.take().map(|s| s.local_index));
+                peer.previous = Some(next.local_index);
+            }
+            None => peer.previous = peer.current.take().map(|s| s.local_index),
+        }
         peer.current = Some(SendingSession {
             local_index: index,
             sender: Arc::clone(&sender),
