@@ -14,6 +14,8 @@
 //! - [`policy`]: [`SourcePolicy<P>`] and [`Router<P>`], the outgoing decision of a node with a public
 //!   address from the mesh block: a mesh peer by destination if one holds it, otherwise the ingress
 //!   peer chosen by source, otherwise nothing ([`Route`]).
+//! - [`bird`]: BIRD 2's control-socket replies, read line by line, and the rows of `show protocols`
+//!   (is the upstream BGP session Established?).
 //!
 //! A node `203.0.113.7` in the mesh block `203.0.113.0/24`, whose Internet traffic leaves through the
 //! ingress:
@@ -43,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowed_ips;
+pub mod bird;
 pub mod policy;
 pub mod trie;
 
