@@ -21,7 +21,7 @@ use meshd::controller::service::{self, ControllerService};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::TokenPolicy;
 use meshd::mesh::agent::{self, Agent};
-use meshd::mesh::channel::Channel;
+use meshd::mesh::channel::{Channel, Opened};
 use meshd::mesh::message::{Body, LocalInfo, PollMsg};
 use meshd::node::Node;
 use meshd::uapi::SetDevice;
@@ -272,12 +272,15 @@ fn node_apply(c: &mut Criterion) {
                 )
             },
             |(mut node, mut agent, mut channel)| {
-                let from: SocketAddr = CONTROLLER.parse().unwrap();
                 let wall_d = wall().duration_since(UNIX_EPOCH).unwrap();
                 for datagram in &pages {
-                    let opened = channel.open(wall_d, datagram).unwrap();
-                    if agent.handle_message(now, from, &opened.sender, opened.body.clone()) {
-                        channel.accept(&opened).unwrap();
+                    let Opened {
+                        sender,
+                        counter,
+                        body,
+                    } = channel.open(wall_d, datagram).unwrap();
+                    if agent.handle_message(now, &sender, body) {
+                        channel.accept(&sender, counter).unwrap();
                     }
                 }
                 let mut applied = 0;

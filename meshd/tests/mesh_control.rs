@@ -13,7 +13,7 @@ use meshd::controller::service::{self, ControllerService};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::{JoinToken, TokenPolicy};
 use meshd::mesh::agent::{self, Agent, NAT_KEEPALIVE};
-use meshd::mesh::channel::Channel;
+use meshd::mesh::channel::{Channel, Opened};
 use meshd::mesh::message::LocalInfo;
 use meshd::mesh::relay::RelayTable;
 use meshd::node::PeerSpec;
@@ -167,15 +167,16 @@ impl World {
                         let Some(node) = self.nodes.iter_mut().find(|n| n.seen_at == to) else {
                             continue;
                         };
-                        let Ok(opened) = node.channel.open(wall, &datagram) else {
+                        let Ok(Opened {
+                            sender,
+                            counter,
+                            body,
+                        }) = node.channel.open(wall, &datagram)
+                        else {
                             continue;
                         };
-                        let from: SocketAddr = CONTROLLER.parse().unwrap();
-                        if node
-                            .agent
-                            .handle_message(self.now, from, &opened.sender, opened.body.clone())
-                        {
-                            node.channel.accept(&opened).unwrap();
+                        if node.agent.handle_message(self.now, &sender, body) {
+                            node.channel.accept(&sender, counter).unwrap();
                         }
                     }
                     service::Output::OwnPeers(peers) => self.own_peers = peers,
@@ -192,19 +193,21 @@ impl World {
                             let wall = self.wall_since_epoch();
                             let node = &mut self.nodes[i];
                             let datagram = node.channel.seal(wall, &key, body, &mut self.rng).unwrap();
-                            let Ok(opened) = self.ctl_channel.open(wall, &datagram) else {
+                            let Ok(Opened {
+                                sender,
+                                counter,
+                                body,
+                            }) = self.ctl_channel.open(wall, &datagram)
+                            else {
                                 // Sealed to another controller's key: this one cannot read it.
                                 continue;
                             };
                             let seen_at = node.seen_at;
-                            if self.controller.handle_message(
-                                self.now,
-                                self.wall,
-                                seen_at,
-                                &opened.sender,
-                                opened.body.clone(),
-                            ) {
-                                self.ctl_channel.accept(&opened).unwrap();
+                            if self
+                                .controller
+                                .handle_message(self.now, self.wall, seen_at, &sender, body)
+                            {
+                                self.ctl_channel.accept(&sender, counter).unwrap();
                             }
                         }
                         agent::Output::Peers(peers) => self.nodes[i].peers = Some(peers),

@@ -20,7 +20,7 @@ use crate::api::node::{
 };
 use crate::controller::service::{self, ControllerService};
 use crate::mesh::agent::{self, Agent, base64_key};
-use crate::mesh::channel::Channel;
+use crate::mesh::channel::{Channel, Opened};
 use crate::mesh::message::{Body, LocalInfo};
 use crate::node::{Endpoint, PeerSpec};
 use crate::sys::{clock, ifaddrs, ifconfig};
@@ -128,7 +128,11 @@ impl MeshTask {
 
     fn on_datagram(&mut self, input: MeshInput) {
         let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let opened = match self.channel.open(wall, &input.datagram) {
+        let Opened {
+            sender,
+            counter,
+            body,
+        } = match self.channel.open(wall, &input.datagram) {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::debug!("control message from {} refused: {e}", input.from);
@@ -137,14 +141,12 @@ impl MeshTask {
         };
         let now = clock::now();
         let from = crate::sys::udp::canonical(input.from);
-        let sender = opened.sender;
-        let body = opened.body.clone();
         let acted = match (&mut self.controller, &mut self.agent) {
             (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body),
-            (None, Some(a)) => a.handle_message(now, from, &sender, body),
+            (None, Some(a)) => a.handle_message(now, &sender, body),
             (None, None) => false,
         };
-        if acted && let Err(e) = self.channel.accept(&opened) {
+        if acted && let Err(e) = self.channel.accept(&sender, counter) {
             tracing::debug!("control message from {} not recorded: {e}", sender.fingerprint());
         }
     }

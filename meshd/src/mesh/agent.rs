@@ -201,10 +201,9 @@ impl Agent {
         Ok(())
     }
 
-    /// A control message from `from`, sealed by `sender`. Returns whether it was acted on (the shell
-    /// then records its counter); messages from anyone but the controller are not.
-    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, sender: &PublicKey, body: Body) -> bool {
-        let _ = from;
+    /// A control message sealed by `sender`. Returns whether it was acted on (the shell then records
+    /// its counter); messages from anyone but the controller are not.
+    pub fn handle_message(&mut self, now: Instant, sender: &PublicKey, body: Body) -> bool {
         if let Some(j) = &self.joining
             && sender == &j.controller_key
         {

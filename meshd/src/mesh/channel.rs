@@ -140,9 +140,10 @@ impl Channel {
         })
     }
 
-    /// Records the counter of a message the caller decided to act on.
-    pub fn accept(&mut self, opened: &Opened) -> Result<(), SealedError> {
-        self.guard.accept(&opened.sender, opened.counter)
+    /// Records the counter of a message the caller decided to act on (its [`Opened`] `sender` and
+    /// `counter`; the body has gone to whoever acted on it).
+    pub fn accept(&mut self, sender: &PublicKey, counter: u64) -> Result<(), SealedError> {
+        self.guard.accept(sender, counter)
     }
 
     /// Forgets a sender's counter and keys (a member removed), freeing their slots.
@@ -191,7 +192,7 @@ mod tests {
         let opened = b.open(wall, &datagram).unwrap();
         assert_eq!(opened.sender, *a.public_key());
         assert_eq!(opened.body, poll());
-        b.accept(&opened).unwrap();
+        b.accept(&opened.sender, opened.counter).unwrap();
         assert_eq!(
             b.open(wall, &datagram).unwrap_err(),
             OpenError::Sealed(SealedError::Replayed)
@@ -199,7 +200,7 @@ mod tests {
         // The next message from a goes through even if the clock did not move.
         let next = a.seal(wall, &b_key, poll(), &mut rng).unwrap();
         let opened = b.open(wall, &next).unwrap();
-        b.accept(&opened).unwrap();
+        b.accept(&opened.sender, opened.counter).unwrap();
     }
 
     #[test]
