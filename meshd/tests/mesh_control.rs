@@ -520,4 +520,7 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
         "{} bytes",
         encoded.len()
     );
+    // The welcome, then each page once: the push after the join is the only copy of the map.
+    let pages = encoded.len().div_ceil(meshd::mesh::map::PAGE_DATA);
+    assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages);
 }

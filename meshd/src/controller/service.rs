@@ -282,24 +282,15 @@ impl ControllerService {
         );
         // The member set changed (or, for a repeat, maybe only the address): rebuild and push, which
         // reaches the new member too since it was just seen.
+        let version = self.map_version(&network);
         if let Err(e) = self.refresh(now, wall) {
             tracing::warn!("cannot reload the controller's state after a join: {e}");
         }
         if !joined.member.authorized {
-            self.send(
-                from,
-                *sender,
-                Body::NotAuthorized {
-                    network,
-                    member: true,
-                },
-            );
-        } else if let Some(net) = self.nets.get(&network) {
+            self.not_authorized(from, *sender, network, true);
+        } else if self.map_version(&network) == version {
             // A repeat join with nothing new changes no map, so nothing was pushed: send it.
-            let pages = net.pages.clone();
-            for page in pages {
-                self.send(from, *sender, Body::MapPage(page));
-            }
+            self.send_map(from, *sender, &network);
         }
         true
     }
@@ -337,10 +328,7 @@ impl ControllerService {
             return true;
         };
         if msg.have_version < net.map.version {
-            let pages = net.pages.clone();
-            for page in pages {
-                self.send(from, *sender, Body::MapPage(page));
-            }
+            self.send_map(from, *sender, &msg.network);
         } else {
             let version = net.map.version;
             self.send(
@@ -414,14 +402,8 @@ impl ControllerService {
                 }
             }
         }
-        let placeholder = NetworkMap {
-            network: name.clone(),
-            version: previous.as_ref().map_or(0, |p| p.map.version),
-            mtu: network.mtu,
-            ipv4_block: (network.ipv4().addr(), network.ipv4().len()),
-            ipv6_block: network.ipv6().map(|p| (p.addr(), p.len())),
-            peers: Vec::new(),
-        };
+        // Until the rebuild below: a map of nobody, replaced before anyone sees it.
+        let placeholder = build_map(&network, &[], &self.own, |_| None);
         let pages = previous.as_ref().map(|p| p.pages.clone()).unwrap_or_default();
         self.nets.insert(
             name.clone(),
@@ -546,6 +528,18 @@ impl ControllerService {
             self.outputs.push_back(Output::OwnInterface { addresses, mtu });
         }
         self.outputs.push_back(Output::Relay(relay));
+    }
+
+    /// Sends every page of `network`'s map in use to one member.
+    fn send_map(&mut self, to: SocketAddr, key: PublicKey, network: &str) {
+        let pages = self
+            .nets
+            .get(network)
+            .map(|n| n.pages.clone())
+            .unwrap_or_default();
+        for page in pages {
+            self.send(to, key, Body::MapPage(page));
+        }
     }
 
     /// Tells a key that it is not (`member: false`) or no longer authorized (`member: true`) in
