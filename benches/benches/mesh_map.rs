@@ -54,6 +54,18 @@ fn member_addr(i: u32) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::from_bits(0xc633_0000 | i), 51820))
 }
 
+/// A member's first poll, from its own address (so the controller finds it reachable).
+fn first_poll(addr: SocketAddr) -> Body {
+    Body::Poll(PollMsg {
+        network: "lab".into(),
+        have_version: 0,
+        local: LocalInfo {
+            listen_port: addr.port(),
+            local_addrs: vec![addr.ip()],
+        },
+    })
+}
+
 struct Controller {
     dir: PathBuf,
     store: Arc<Mutex<Store>>,
@@ -106,14 +118,7 @@ fn controller() -> Controller {
     service.refresh(now, wall()).unwrap();
     for (i, key) in keys.iter().enumerate() {
         let addr = member_addr(i as u32);
-        let poll = Body::Poll(PollMsg {
-            network: "lab".into(),
-            have_version: 0,
-            local: LocalInfo {
-                listen_port: addr.port(),
-                local_addrs: vec![addr.ip()],
-            },
-        });
+        let poll = first_poll(addr);
         service.handle_message(now, wall(), addr, key, poll);
     }
     // The addresses just learned go out in one debounced push.
@@ -201,14 +206,7 @@ fn controller_change(c: &mut Criterion) {
 fn pages_for_member(ctl: &mut Controller, member: u32) -> Vec<Vec<u8>> {
     let key = ctl.keys[member as usize];
     let addr = member_addr(member);
-    let poll = Body::Poll(PollMsg {
-        network: "lab".into(),
-        have_version: 0,
-        local: LocalInfo {
-            listen_port: addr.port(),
-            local_addrs: vec![addr.ip()],
-        },
-    });
+    let poll = first_poll(addr);
     ctl.service.handle_message(epoch(), wall(), addr, &key, poll);
     ctl.service
         .handle_timeout(epoch() + Duration::from_secs(2), wall());

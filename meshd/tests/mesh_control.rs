@@ -254,6 +254,16 @@ impl World {
         self.peers_of(node).iter().find(|p| &p.key == peer)
     }
 
+    /// Every member's name and address, from the database.
+    fn addresses(&self) -> Vec<(String, IpAddr)> {
+        let store = self.store.lock().unwrap();
+        let members = store.members("lab").unwrap();
+        members
+            .into_iter()
+            .map(|m| (m.name, IpAddr::V4(m.ipv4)))
+            .collect()
+    }
+
     /// Members (without when and where they were last seen, which polls update) and tokens.
     fn snapshot(&self) -> String {
         let store = self.store.lock().unwrap();
@@ -447,15 +457,7 @@ fn refused_tokens_say_why_and_change_nothing() {
 #[test]
 fn a_restarted_controller_serves_the_same_members_and_addresses() {
     let (mut w, [n1, n2, n3]) = three_nodes("restart");
-    let before: Vec<(String, IpAddr)> = w
-        .store
-        .lock()
-        .unwrap()
-        .members("lab")
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.name, IpAddr::V4(m.ipv4)))
-        .collect();
+    let before = w.addresses();
     let peers_before = w.peers_of(n2).to_vec();
     // A new service on the same database, as after kill -9 and a restart.
     let store = Arc::new(Mutex::new(Store::open(&w.dir).unwrap()));
@@ -464,15 +466,7 @@ fn a_restarted_controller_serves_the_same_members_and_addresses() {
     w.ctl_channel = Channel::new(StaticSecret::from_bytes([0xc0; 32]));
     w.controller.refresh(w.now, w.wall).unwrap();
     w.pump();
-    let after: Vec<(String, IpAddr)> = w
-        .store
-        .lock()
-        .unwrap()
-        .members("lab")
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.name, IpAddr::V4(m.ipv4)))
-        .collect();
+    let after = w.addresses();
     assert_eq!(before, after);
     // The nodes' next polls bring them a map with the same peers and addresses.
     let version_before = w.nodes[n2].agent.map_version();
