@@ -9,13 +9,30 @@
 //!
 //! [controller]
 //! enabled = false                # run the controller (networks, members, tokens) in this daemon
+//!
+//! [routing]                      # a node whose network has an ingress: its public addresses
+//! table = 200                    # route table with `default dev mesh0` for traffic from them
+//! rule_priority = 1000           # priority of `ip rule from <address> not fwmark .. lookup <table>`
+//! fwmark = 0x4d53                # mark on meshd's own UDP socket; marked packets skip the rule
+//!
+//! [ingress]                      # this node is an ingress (border router) of its network
+//! enabled = false
+//! bird_socket = "/run/bird/bird.ctl"  # BIRD's control socket, used read-only
+//! upstream = ""                  # BIRD's BGP protocol to the upstream, e.g. "isp" (needed if enabled)
+//! announce_table = 201           # kernel table BIRD learns the announcement from
+//! route_protocol = 201           # rtm_protocol of the announcement route (not 0, 2 or 12)
+//! hold_down_secs = 10            # healthy this long before the block is announced again
+//! bird_restart_grace_secs = 30   # a restarted BIRD has this long to bring the session back up
+//! egress_table = 123             # table for traffic from the block arriving on the mesh
+//! egress_gateway = ""            # default route of that table, e.g. "192.0.2.1" (needed if enabled)
+//! rule_priority = 1000           # priority of `ip rule from <block> iif mesh0 lookup <egress_table>`
 //! ```
 //!
 //! The CLI reads the same file to find the API address and the token file, so `meshd --config FILE
 //! ...` talks to the daemon started with `meshd up --config FILE`.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -39,12 +56,74 @@ pub struct Config {
     pub listen_port: u16,
     pub api: SocketAddr,
     pub controller: ControllerConfig,
+    pub routing: RoutingConfig,
+    pub ingress: IngressConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControllerConfig {
     pub enabled: bool,
+}
+
+/// Source-based policy routing on a node that holds a public address from its network's block.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// The table `default dev <interface>` goes into; the node's rules look it up.
+    pub table: u32,
+    /// Priority of the node's `from <address> lookup <table>` rules; below `main` (32766) so they
+    /// are consulted first.
+    pub rule_priority: u32,
+    /// Mark meshd puts on its own UDP socket. The rules skip marked packets, so the tunnel's own
+    /// traffic never enters the tunnel, whatever source address it carries.
+    pub fwmark: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            table: 200,
+            rule_priority: 1000,
+            fwmark: 0x4d53,
+        }
+    }
+}
+
+/// The ingress role: announcing the network's block through BIRD and forwarding its traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    pub enabled: bool,
+    pub bird_socket: PathBuf,
+    /// The name of BIRD's BGP protocol towards the upstream (`protocol bgp isp { ... }` is "isp").
+    pub upstream: String,
+    pub announce_table: u32,
+    pub route_protocol: u8,
+    pub hold_down_secs: u64,
+    pub bird_restart_grace_secs: u64,
+    pub egress_table: u32,
+    /// The upstream router: the egress table's default route goes through it. Empty when
+    /// `enabled = false`.
+    pub egress_gateway: Option<IpAddr>,
+    pub rule_priority: u32,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            enabled: false,
+            bird_socket: PathBuf::from("/run/bird/bird.ctl"),
+            upstream: String::new(),
+            announce_table: 201,
+            route_protocol: 201,
+            hold_down_secs: 10,
+            bird_restart_grace_secs: 30,
+            egress_table: 123,
+            egress_gateway: None,
+            rule_priority: 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +134,8 @@ impl Default for Config {
             listen_port: DEFAULT_LISTEN_PORT,
             api: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_API_PORT)),
             controller: ControllerConfig::default(),
+            routing: RoutingConfig::default(),
+            ingress: IngressConfig::default(),
         }
     }
 }
@@ -144,13 +225,104 @@ impl Config {
         if self.state_dir.as_os_str().is_empty() {
             return Err("state_dir is empty; give a directory such as \"/var/lib/meshd\"".to_string());
         }
+        self.check_routing()?;
+        if self.ingress.enabled {
+            self.check_ingress()?;
+        }
         Ok(())
+    }
+
+    fn check_routing(&self) -> Result<(), String> {
+        let r = &self.routing;
+        if reserved_table(r.table) {
+            return Err(format!(
+                "[routing] table = {} is a kernel table (0, 253, 254 and 255 are unspec, default, main \
+                 and local); pick another, such as 200",
+                r.table
+            ));
+        }
+        if r.rule_priority == 0 || r.rule_priority >= 32766 {
+            return Err(format!(
+                "[routing] rule_priority = {} must be between 1 and 32765, so the rule comes before \
+                 the main table's (32766)",
+                r.rule_priority
+            ));
+        }
+        if r.fwmark == 0 {
+            return Err(
+                "[routing] fwmark = 0 marks nothing; pick a non-zero mark such as 0x4d53".to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_ingress(&self) -> Result<(), String> {
+        let i = &self.ingress;
+        let identifier = i
+            .upstream
+            .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && i.upstream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            return Err(format!(
+                "[ingress] upstream = {:?}: give the name of BIRD's BGP protocol towards your upstream \
+                 (`protocol bgp isp {{ ... }}` is \"isp\")",
+                i.upstream
+            ));
+        }
+        if i.egress_gateway.is_none() {
+            return Err(
+                "[ingress] egress_gateway is missing: give the upstream router's address, for example \
+                 \"192.0.2.1\"; traffic from the block leaves through it"
+                    .to_string(),
+            );
+        }
+        for (key, table) in [
+            ("announce_table", i.announce_table),
+            ("egress_table", i.egress_table),
+        ] {
+            if reserved_table(table) {
+                return Err(format!(
+                    "[ingress] {key} = {table} is a kernel table (0, 253, 254, 255); pick another"
+                ));
+            }
+        }
+        if i.announce_table == i.egress_table || i.announce_table == self.routing.table {
+            return Err(format!(
+                "[ingress] announce_table = {} is used for another purpose too; BIRD learns everything \
+                 in it, so it must hold the announcement alone",
+                i.announce_table
+            ));
+        }
+        if matches!(i.route_protocol, 0 | 2 | 12) {
+            return Err(format!(
+                "[ingress] route_protocol = {} is one BIRD does not learn (0 unspec, 2 kernel, 12 \
+                 bird); pick another, such as 201",
+                i.route_protocol
+            ));
+        }
+        if i.rule_priority == 0 || i.rule_priority >= 32766 {
+            return Err(format!(
+                "[ingress] rule_priority = {} must be between 1 and 32765",
+                i.rule_priority
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long the ingress must be healthy before it announces its block.
+    pub fn hold_down(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ingress.hold_down_secs)
     }
 
     /// The admin API's bearer token file.
     pub fn api_token_path(&self) -> PathBuf {
         self.state_dir.join(API_TOKEN_FILE)
     }
+}
+
+/// Tables the kernel gives a meaning: unspec, default, main and local.
+fn reserved_table(table: u32) -> bool {
+    matches!(table, 0 | 253 | 254 | 255)
 }
 
 #[cfg(test)]
@@ -184,6 +356,45 @@ mod tests {
         assert!(e.contains("loopback"), "{e}");
         let e = Config::parse("interface = \"a/b\"\n").unwrap_err().to_string();
         assert!(e.contains("interface"), "{e}");
+    }
+
+    #[test]
+    fn ingress_needs_an_upstream_and_a_gateway() {
+        let e = Config::parse("[ingress]\nenabled = true\negress_gateway = \"192.0.2.1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream"), "{e}");
+        let e = Config::parse("[ingress]\nenabled = true\nupstream = \"isp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("egress_gateway"), "{e}");
+        let c = Config::parse(
+            "[ingress]\nenabled = true\nupstream = \"isp\"\negress_gateway = \"192.0.2.1\"\n\
+             hold_down_secs = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.hold_down(), std::time::Duration::from_secs(3));
+        assert_eq!(c.ingress.announce_table, 201);
+    }
+
+    #[test]
+    fn tables_and_protocols_the_kernel_or_bird_own_are_refused() {
+        for (text, word) in [
+            ("[routing]\ntable = 254\n", "table"),
+            ("[routing]\nrule_priority = 32766\n", "rule_priority"),
+            ("[routing]\nfwmark = 0\n", "fwmark"),
+            (
+                "[ingress]\nenabled = true\nupstream = \"isp\"\negress_gateway = \"192.0.2.1\"\nroute_protocol = 12\n",
+                "route_protocol",
+            ),
+            (
+                "[ingress]\nenabled = true\nupstream = \"isp\"\negress_gateway = \"192.0.2.1\"\negress_table = 201\n",
+                "announce_table",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(word), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod daemon;
+pub mod ingress;
 pub mod mesh;
 pub mod node;
 pub mod sys;

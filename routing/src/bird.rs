@@ -173,6 +173,17 @@ pub fn protocols(reply: &Reply) -> Vec<ProtocolRow> {
         .collect()
 }
 
+/// Code of the lines of `show status` (router id, hostname, times).
+pub const STATUS_REPORT: u16 = 1011;
+
+/// When the BIRD that answered `show status` started (`Last reboot on ...`), as BIRD printed it.
+/// A different value than before means BIRD was restarted in between.
+pub fn last_reboot(reply: &Reply) -> Option<&str> {
+    reply
+        .lines_with(STATUS_REPORT)
+        .find_map(|text| text.strip_prefix("Last reboot on "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +283,21 @@ mod tests {
         assert!(r.feed("00").is_err());
         // A trimmed final "0000" still ends the reply.
         assert!(r.feed("0000").unwrap().is_some());
+    }
+
+    #[test]
+    fn last_reboot_is_read_from_show_status() {
+        let replies = read(&[
+            "1000-BIRD 2.0.12",
+            "1011-Router ID is 172.30.0.2",
+            " Hostname is vm",
+            " Current server time is 2026-11-22 02:35:17.999",
+            " Last reboot on 2026-11-22 02:35:13.302",
+            " Last reconfiguration on 2026-11-22 02:35:13.302",
+            "0013 Daemon is up and running",
+        ]);
+        assert_eq!(last_reboot(&replies[0]), Some("2026-11-22 02:35:13.302"));
+        let replies = read(&["0013 Daemon is up and running"]);
+        assert_eq!(last_reboot(&replies[0]), None);
     }
 }

@@ -3,6 +3,7 @@
 //! `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod bird;
 pub mod clock;
 pub mod files;
 pub mod ifaddrs;
