@@ -464,6 +464,33 @@ fn the_controller_node_gets_the_reserved_addresses() {
     ));
 }
 
+#[test]
+fn ingress_is_off_for_a_new_member_and_survives_a_reopen_once_set() {
+    let dir = TestDir::new("ingress");
+    let mut store = store_with_lab(&dir);
+    let me = store
+        .add_controller_member("lab", &controller(), "border", at(1))
+        .unwrap();
+    assert!(!me.ingress);
+    let set = store.set_ingress("lab", &controller(), true).unwrap();
+    assert!(set.ingress);
+    assert_eq!(set.ipv4, me.ipv4);
+    drop(store);
+    let mut store = Store::open(&dir.0).unwrap();
+    assert!(store.member("lab", &controller()).unwrap().ingress);
+    let before = dump(&dir);
+    assert!(matches!(
+        store.set_ingress("lab", &key(7), true),
+        Err(StoreError::NoSuchMember { .. })
+    ));
+    assert!(matches!(
+        store.set_ingress("nope", &controller(), true),
+        Err(StoreError::NoSuchNetwork(_))
+    ));
+    assert_eq!(dump(&dir), before);
+    assert!(!store.set_ingress("lab", &controller(), false).unwrap().ingress);
+}
+
 const CRASH_DIR_ENV: &str = "MESHD_CONTROLLER_STORE_CRASH_DIR";
 
 /// The child half of [`an_acknowledged_join_survives_kill_9`]: joins members one after another and

@@ -389,6 +389,62 @@ fn deauthorizing_drops_a_member_everywhere_and_authorizing_restores_it() {
     assert_eq!(w.peers_of(n1).len(), 3);
 }
 
+fn prefixes(spec: &PeerSpec) -> Vec<String> {
+    spec.allowed_ips.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn an_ingress_carries_everyone_elses_internet_traffic() {
+    let (mut w, [n1, n2, n3]) = three_nodes("ingress");
+    let k1 = w.key(n1);
+    // n1 becomes the network's ingress; the map says so at once.
+    w.store.lock().unwrap().set_ingress("lab", &k1, true).unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    for n in [n2, n3] {
+        let s = w.spec(n, &k1).unwrap();
+        assert_eq!(
+            prefixes(s),
+            ["203.0.113.2/32", "2001:db8:1000::2/128", "0.0.0.0/0", "::/0"]
+        );
+        // Kept warm even from a node that is itself public, so inbound traffic finds a session.
+        assert_eq!(s.persistent_keepalive, NAT_KEEPALIVE);
+        // Nobody else gets the default routes.
+        let others: Vec<_> = w.peers_of(n).iter().filter(|p| p.key != k1).collect();
+        assert!(
+            others.iter().all(|p| p.allowed_ips.iter().all(|a| a.len() > 0)),
+            "{others:?}"
+        );
+    }
+    let own1 = w.own_peers.iter().find(|p| p.key == k1).unwrap();
+    assert_eq!(
+        prefixes(own1),
+        ["203.0.113.2/32", "2001:db8:1000::2/128", "0.0.0.0/0", "::/0"]
+    );
+    // The ingress itself sends nothing of its own through another member.
+    assert!(
+        w.peers_of(n1)
+            .iter()
+            .all(|p| p.allowed_ips.iter().all(|a| a.len() > 0))
+    );
+
+    // Back to an ordinary member: the default routes go with it.
+    w.store.lock().unwrap().set_ingress("lab", &k1, false).unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    for n in [n2, n3] {
+        assert_eq!(
+            prefixes(w.spec(n, &k1).unwrap()),
+            ["203.0.113.2/32", "2001:db8:1000::2/128"]
+        );
+    }
+    assert!(
+        w.own_peers
+            .iter()
+            .all(|p| p.allowed_ips.iter().all(|a| a.len() > 0))
+    );
+}
+
 #[test]
 fn a_removed_member_is_told_and_dropped() {
     let (mut w, [n1, n2, _]) = three_nodes("remove");

@@ -233,6 +233,12 @@ impl ApiClient {
         self.call("POST", &member_path(network, member, "/deauthorize"), None::<&()>)
     }
 
+    /// Makes a member an ingress of its network (`true`) or not (`false`).
+    pub fn set_ingress(&self, network: &str, member: &str, ingress: bool) -> Result<MemberView, ClientError> {
+        let method = if ingress { "POST" } else { "DELETE" };
+        self.call(method, &member_path(network, member, "/ingress"), None::<&()>)
+    }
+
     pub fn remove_member(&self, network: &str, member: &str) -> Result<MemberView, ClientError> {
         self.call("DELETE", &member_path(network, member, ""), None::<&()>)
     }

@@ -126,6 +126,9 @@ pub struct MemberView {
     pub public_key: String,
     pub name: String,
     pub authorized: bool,
+    /// A border router that announces the network's block; the others send their Internet
+    /// traffic through it.
+    pub ingress: bool,
     pub ipv4: Ipv4Addr,
     pub ipv6: Option<Ipv6Addr>,
     pub created: i64,
@@ -176,6 +179,7 @@ impl From<&Member> for MemberView {
             public_key: encode_key(&m.public_key),
             name: m.name.clone(),
             authorized: m.authorized,
+            ingress: m.ingress,
             ipv4: m.ipv4,
             ipv6: m.ipv6,
             created: unix_secs(m.created),
@@ -379,7 +383,7 @@ pub async fn authorize_member(
     state: State<Arc<ApiState>>,
     path: Path<(String, String)>,
 ) -> Reply<MemberView> {
-    set_authorized(state, path, true).await
+    change_member(state, path, MemberChange::Authorized(true)).await
 }
 
 /// `POST /v1/networks/{name}/members/{member}/deauthorize`
@@ -387,28 +391,52 @@ pub async fn deauthorize_member(
     state: State<Arc<ApiState>>,
     path: Path<(String, String)>,
 ) -> Reply<MemberView> {
-    set_authorized(state, path, false).await
+    change_member(state, path, MemberChange::Authorized(false)).await
 }
 
-async fn set_authorized(
+/// `POST /v1/networks/{name}/members/{member}/ingress`
+pub async fn make_ingress(state: State<Arc<ApiState>>, path: Path<(String, String)>) -> Reply<MemberView> {
+    change_member(state, path, MemberChange::Ingress(true)).await
+}
+
+/// `DELETE /v1/networks/{name}/members/{member}/ingress`
+pub async fn unmake_ingress(state: State<Arc<ApiState>>, path: Path<(String, String)>) -> Reply<MemberView> {
+    change_member(state, path, MemberChange::Ingress(false)).await
+}
+
+/// A change to one member that every node's map must reflect.
+#[derive(Debug, Clone, Copy)]
+enum MemberChange {
+    Authorized(bool),
+    Ingress(bool),
+}
+
+async fn change_member(
     State(state): State<Arc<ApiState>>,
     Path((network, member)): Path<(String, String)>,
-    authorized: bool,
+    change: MemberChange,
 ) -> Reply<MemberView> {
     let ctl = controller(&state)?;
     let view = with_store(ctl, move |store, _| {
         let key = resolve_member(store, &network, &member)?;
-        Ok(MemberView::from(
-            &store.set_authorized(&network, &key, authorized)?,
-        ))
+        let member = match change {
+            MemberChange::Authorized(on) => store.set_authorized(&network, &key, on)?,
+            MemberChange::Ingress(on) => store.set_ingress(&network, &key, on)?,
+        };
+        Ok(MemberView::from(&member))
     })
     .await?;
     ctl.changed.notify_one();
+    let what = match change {
+        MemberChange::Authorized(true) => "authorized",
+        MemberChange::Authorized(false) => "deauthorized",
+        MemberChange::Ingress(true) => "made an ingress",
+        MemberChange::Ingress(false) => "no longer an ingress",
+    };
     tracing::info!(
-        "admin API: member {:?} of network {:?} {}",
+        "admin API: member {:?} of network {:?} {what}",
         view.name,
-        view.network,
-        if authorized { "authorized" } else { "deauthorized" }
+        view.network
     );
     Ok(Json(view))
 }

@@ -96,6 +96,10 @@ pub fn router(state: ApiState) -> Router {
             "/v1/networks/{name}/members/{member}/deauthorize",
             post(controller::deauthorize_member),
         )
+        .route(
+            "/v1/networks/{name}/members/{member}/ingress",
+            post(controller::make_ingress).delete(controller::unmake_ingress),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))

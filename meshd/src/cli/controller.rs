@@ -155,6 +155,23 @@ pub enum MemberCommand {
     )]
     Deauthorize(MemberArgs),
 
+    /// Make a member an ingress (border router) of its network, or with --off an ordinary member.
+    #[command(
+        long_about = "Make a member an ingress of its network: a border router that announces the \
+        network's block to its upstream (BIRD, `[ingress]` in that machine's meshd.toml) and forwards \
+        the block's traffic. Every other member then sends traffic from its address to destinations \
+        outside the mesh through the first ingress of the map, and accepts any source address from it. \
+        With --off the member becomes an ordinary member again.",
+        after_help = "Examples:\n  meshd member ingress border\n  meshd member ingress border --network lab --off"
+    )]
+    Ingress {
+        #[command(flatten)]
+        member: MemberArgs,
+        /// Make it an ordinary member again.
+        #[arg(long)]
+        off: bool,
+    },
+
     /// Remove a member; its addresses become free.
     #[command(
         long_about = "Remove a member from its network: it is cut off like a deauthorized member, and its \
@@ -395,6 +412,22 @@ pub fn member(client: &ApiClient, command: MemberCommand) -> anyhow::Result<()> 
             }
             return Ok(out(&member_text(&member))?);
         }
+        MemberCommand::Ingress { member: args, off } => {
+            let network = pick_network(client, args.network.clone())?;
+            let member = client.set_ingress(&network, &args.member, !off)?;
+            if args.out.json {
+                return out_json(&member);
+            }
+            let done = if off {
+                "is no longer an ingress"
+            } else {
+                "is an ingress; the other members send their Internet traffic through it"
+            };
+            return Ok(out(&format!(
+                "Member {:?} ({}) of network {:?} {done}.\n",
+                member.name, member.public_key, member.network
+            ))?);
+        }
         MemberCommand::Authorize(args) => (args, "authorize"),
         MemberCommand::Deauthorize(args) => (args, "deauthorize"),
         MemberCommand::Remove(args) => (args, "remove"),
@@ -445,6 +478,7 @@ fn list_members(client: &ApiClient, network: Option<String>, flag: JsonFlag) -> 
         "IPV4",
         "IPV6",
         "AUTHORIZED",
+        "INGRESS",
         "LAST-SEEN",
         "ENDPOINT",
     ];
@@ -460,6 +494,7 @@ fn list_members(client: &ApiClient, network: Option<String>, flag: JsonFlag) -> 
                 m.ipv4.to_string(),
                 m.ipv6.map_or_else(|| "-".into(), |a| a.to_string()),
                 if m.authorized { "yes" } else { "no" }.to_string(),
+                if m.ingress { "yes" } else { "no" }.to_string(),
                 m.last_seen.map_or_else(|| "never".into(), |t| since(t, now)),
                 m.last_endpoint.map_or_else(|| "-".into(), |e| e.to_string()),
             ];
@@ -479,6 +514,7 @@ fn member_text(m: &MemberView) -> String {
     field(&mut text, "network", &m.network);
     field(&mut text, "public key", &m.public_key);
     field(&mut text, "authorized", if m.authorized { "yes" } else { "no" });
+    field(&mut text, "ingress", if m.ingress { "yes" } else { "no" });
     field(&mut text, "ipv4", m.ipv4);
     if let Some(v6) = m.ipv6 {
         field(&mut text, "ipv6", v6);

@@ -24,6 +24,7 @@ use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 use super::store::{Member, Network, Sighting, Store, StoreError};
 use super::token::TokenError;
+use crate::mesh::agent::{NAT_KEEPALIVE, default_routes};
 use crate::mesh::map::{MapPeer, NetworkMap, paginate};
 use crate::mesh::message::{
     Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg,
@@ -491,7 +492,10 @@ impl ControllerService {
         let mut addresses = Vec::new();
         let mut mtu: Option<u16> = None;
         let mut relay = RelayTable::default();
+        // Only one peer can hold the default routes; the first network with an ingress decides.
+        let mut egress_taken = false;
         for (name, net) in &self.nets {
+            let own_is_ingress = net.members.iter().any(|m| m.public_key == self.own && m.ingress);
             for m in &net.members {
                 if m.public_key == self.own {
                     addresses.push((IpAddr::V4(m.ipv4), net.network.ipv4().len()));
@@ -519,6 +523,12 @@ impl ControllerService {
                 spec.allowed_ips.push(IpPrefix::V4(Ipv4Prefix::from(m.ipv4)));
                 if let Some(v6) = m.ipv6 {
                     spec.allowed_ips.push(IpPrefix::V6(Ipv6Prefix::from(v6)));
+                }
+                if m.ingress && !own_is_ingress && !egress_taken {
+                    egress_taken = true;
+                    spec.allowed_ips
+                        .extend(default_routes(net.network.ipv6().is_some()));
+                    spec.persistent_keepalive = NAT_KEEPALIVE;
                 }
             }
         }
@@ -580,6 +590,7 @@ pub fn build_map(
                 endpoint: if is_controller { None } else { endpoint },
                 reachable: is_controller || reachable,
                 controller: is_controller,
+                ingress: m.ingress,
             }
         })
         .collect();

@@ -92,6 +92,8 @@ pub const MIGRATIONS: &[&str] = &[
         created    INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX tokens_by_network ON tokens (network_id);",
+    // 2: ingress members, the border routers that announce the network's block.
+    "ALTER TABLE members ADD COLUMN ingress INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Why a store operation failed. Nothing was changed.
@@ -238,6 +240,9 @@ pub struct Member {
     pub public_key: PublicKey,
     pub name: String,
     pub authorized: bool,
+    /// A border router of the network: the other members send traffic from their addresses to the
+    /// rest of the Internet through it, and accept any source from it.
+    pub ingress: bool,
     pub ipv4: Ipv4Addr,
     pub ipv6: Option<Ipv6Addr>,
     pub created: SystemTime,
@@ -627,6 +632,27 @@ impl Store {
         Ok(member)
     }
 
+    /// Makes a member an ingress of its network (`true`) or an ordinary member again (`false`).
+    pub fn set_ingress(
+        &mut self,
+        network: &str,
+        key: &PublicKey,
+        ingress: bool,
+    ) -> Result<Member, StoreError> {
+        let tx = self.write()?;
+        let changed = tx.execute(
+            "UPDATE members SET ingress = ?3
+             WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
+            params![network, &key.as_bytes()[..], ingress],
+        )?;
+        if changed == 0 {
+            return Err(no_member(&tx, network, key)?);
+        }
+        let member = load_member(&tx, network, key)?;
+        tx.commit()?;
+        Ok(member)
+    }
+
     /// Removes a member; its addresses become free for the next join. To cut a machine off but keep
     /// its addresses, deauthorize it instead.
     pub fn remove_member(&mut self, network: &str, key: &PublicKey) -> Result<Member, StoreError> {
@@ -770,7 +796,7 @@ fn network_from_row(r: &Row<'_>) -> rusqlite::Result<Network> {
 }
 
 const MEMBER_COLUMNS: &str = "n.name, m.public_key, m.name, m.authorized, m.ipv4, m.ipv6, \
-                              m.created, m.last_seen, m.last_endpoint";
+                              m.created, m.last_seen, m.last_endpoint, m.ingress";
 
 fn load_member(conn: &Connection, network: &str, key: &PublicKey) -> rusqlite::Result<Member> {
     conn.query_row(
@@ -795,6 +821,7 @@ fn member_from_row(r: &Row<'_>) -> rusqlite::Result<Member> {
         created: from_unix_secs(r.get(6)?),
         last_seen: r.get::<_, Option<i64>>(7)?.map(from_unix_secs),
         last_endpoint: parse_opt_col(r, 8)?,
+        ingress: r.get(9)?,
     })
 }
 

@@ -400,13 +400,22 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
     let own_reachable = map
         .and_then(|m| m.peer(own.as_bytes()))
         .is_some_and(|p| p.reachable);
+    let egress = map.and_then(|m| m.egress_for(own.as_bytes())).map(|p| p.key);
     let mut specs = Vec::with_capacity(map.map_or(1, |m| m.peers.len()));
     let mut controller_listed = false;
     for p in map.into_iter().flat_map(|m| &m.peers) {
         if &p.key == own.as_bytes() {
             continue;
         }
-        let allowed_ips = host_prefixes(p.ipv4, p.ipv6);
+        let mut allowed_ips = host_prefixes(p.ipv4, p.ipv6);
+        // The egress ingress carries this node's Internet traffic both ways: whatever the kernel's
+        // source rule hands the interface goes to it, and what it forwards from the Internet may
+        // come from anywhere. It is kept warm so that inbound traffic finds a session, and a NAT
+        // mapping, ready.
+        let is_egress = egress == Some(p.key);
+        if is_egress {
+            allowed_ips.extend(default_routes(map.is_some_and(|m| m.ipv6_block.is_some())));
+        }
         let key = PublicKey::from_bytes(p.key);
         if p.controller || key == controller_key {
             controller_listed = true;
@@ -425,7 +434,7 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
             allowed_ips,
             direct,
             relay: Some(relay),
-            persistent_keepalive: if direct.is_some() && !own_reachable {
+            persistent_keepalive: if is_egress || (direct.is_some() && !own_reachable) {
                 NAT_KEEPALIVE
             } else {
                 0
@@ -442,6 +451,15 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
         });
     }
     specs
+}
+
+/// `0.0.0.0/0`, and `::/0` when the network has IPv6: the allowed IPs that make a peer the egress.
+pub fn default_routes(ipv6: bool) -> Vec<IpPrefix> {
+    let mut out = vec![IpPrefix::V4(Ipv4Prefix::ANY)];
+    if ipv6 {
+        out.push(IpPrefix::V6(Ipv6Prefix::ANY));
+    }
+    out
 }
 
 fn host_prefixes(v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> Vec<IpPrefix> {

@@ -46,6 +46,10 @@ pub struct MapPeer {
     pub reachable: bool,
     /// The controller's own node, which is also the relay.
     pub controller: bool,
+    /// A border router of the network: it announces the block, so traffic from the members'
+    /// addresses to the rest of the Internet goes through it, and anything it forwards may carry
+    /// any source address.
+    pub ingress: bool,
 }
 
 impl NetworkMap {
@@ -67,6 +71,16 @@ impl NetworkMap {
 
     pub fn peer(&self, key: &[u8; 32]) -> Option<&MapPeer> {
         self.peers.iter().find(|p| &p.key == key)
+    }
+
+    /// The ingress a node other than `own` sends its Internet traffic to: the first ingress in
+    /// the map (the controller orders members by address, so every node picks the same one).
+    /// `None` when the network has no ingress, or when `own` is an ingress itself and so needs none.
+    pub fn egress_for(&self, own: &[u8; 32]) -> Option<&MapPeer> {
+        if self.peer(own).is_some_and(|p| p.ingress) {
+            return None;
+        }
+        self.peers.iter().find(|p| p.ingress && &p.key != own)
     }
 }
 
@@ -183,6 +197,7 @@ mod tests {
                     endpoint: Some(SocketAddr::from(([192, 0, 2, (i % 250) as u8], 51820))),
                     reachable: i % 2 == 0,
                     controller: i == 0,
+                    ingress: i == 1,
                 })
                 .collect(),
         }
