@@ -9,6 +9,7 @@ pub mod files;
 pub mod ifaddrs;
 pub mod ifconfig;
 pub mod logging;
+pub mod netlink;
 pub mod poll;
 pub mod process;
 pub mod random;
