@@ -12,19 +12,21 @@
 //!
 //! [routing]                      # a node whose network has an ingress: its public addresses
 //! table = 200                    # route table with `default dev mesh0` for traffic from them
-//! rule_priority = 1000           # priority of `ip rule from <address> not fwmark .. lookup <table>`
-//! fwmark = 0x4d53                # mark on meshd's own UDP socket; marked packets skip the rule
+//! rule_priority = 1000           # priority of `ip rule from <address> lookup <table>`
+//! fwmark = 0x4d53                # mark on meshd's own UDP socket; `fwmark .. lookup main` at
+//!                                # rule_priority - 1 keeps the tunnel's own packets out of the tunnel
 //!
 //! [ingress]                      # this node is an ingress (border router) of its network
 //! enabled = false
 //! bird_socket = "/run/bird/bird.ctl"  # BIRD's control socket, used read-only
-//! upstream = ""                  # BIRD's BGP protocol to the upstream, e.g. "isp" (needed if enabled)
+//! # upstream = "isp"             # BIRD's BGP protocol to the upstream (needed if enabled)
 //! announce_table = 201           # kernel table BIRD learns the announcement from
-//! route_protocol = 201           # rtm_protocol of the announcement route (not 0, 2 or 12)
+//! route_protocol = 201           # rtm_protocol of every route meshd adds (not 0, 2 or 12)
 //! hold_down_secs = 10            # healthy this long before the block is announced again
 //! bird_restart_grace_secs = 30   # a restarted BIRD has this long to bring the session back up
 //! egress_table = 123             # table for traffic from the block arriving on the mesh
-//! egress_gateway = ""            # default route of that table, e.g. "192.0.2.1" (needed if enabled)
+//! # egress_gateway = "192.0.2.1" # the upstream router: that table's default route (needed if enabled)
+//! # egress_gateway6 = "2001:db8::1"  # the same for IPv6, when the network has an IPv6 block
 //! rule_priority = 1000           # priority of `ip rule from <block> iif mesh0 lookup <egress_table>`
 //! ```
 //!
@@ -32,7 +34,7 @@
 //! ...` talks to the daemon started with `meshd up --config FILE`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -105,7 +107,9 @@ pub struct IngressConfig {
     pub egress_table: u32,
     /// The upstream router: the egress table's default route goes through it. Empty when
     /// `enabled = false`.
-    pub egress_gateway: Option<IpAddr>,
+    pub egress_gateway: Option<Ipv4Addr>,
+    /// The upstream router for IPv6, when the network has an IPv6 block.
+    pub egress_gateway6: Option<std::net::Ipv6Addr>,
     pub rule_priority: u32,
 }
 
@@ -121,6 +125,7 @@ impl Default for IngressConfig {
             bird_restart_grace_secs: 30,
             egress_table: 123,
             egress_gateway: None,
+            egress_gateway6: None,
             rule_priority: 1000,
         }
     }
@@ -241,10 +246,10 @@ impl Config {
                 r.table
             ));
         }
-        if r.rule_priority == 0 || r.rule_priority >= 32766 {
+        if r.rule_priority < 2 || r.rule_priority >= 32766 {
             return Err(format!(
-                "[routing] rule_priority = {} must be between 1 and 32765, so the rule comes before \
-                 the main table's (32766)",
+                "[routing] rule_priority = {} must be between 2 and 32765, so the rule comes before \
+                 the main table's (32766) with room for the fwmark rule just before it",
                 r.rule_priority
             ));
         }

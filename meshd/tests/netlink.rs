@@ -119,6 +119,7 @@ fn rule(source: &str, len: u8) -> RuleSpec {
         source: (ip(source), len),
         input_interface: None,
         unless_fwmark: None,
+        fwmark: None,
     }
 }
 
@@ -150,17 +151,20 @@ fn ensure_rule_leaves_exactly_one_copy() {
             },
             RuleSpec {
                 unless_fwmark: Some(0x4d53),
+                fwmark: None,
                 priority: 1001,
                 ..rule("203.0.113.10", 32)
             },
             RuleSpec {
                 input_interface: Some("mesh0".into()),
                 unless_fwmark: Some(0x4d53),
+                fwmark: None,
                 priority: 1002,
                 ..rule("203.0.113.10", 32)
             },
             RuleSpec {
                 unless_fwmark: Some(0x4d53),
+                fwmark: None,
                 priority: 1003,
                 ..rule("0.0.0.0", 0)
             },
@@ -177,12 +181,14 @@ fn ensure_rule_leaves_exactly_one_copy() {
             },
             RuleSpec {
                 unless_fwmark: Some(1),
+                fwmark: None,
                 priority: 1001,
                 ..rule("2001:db8::10", 128)
             },
             RuleSpec {
                 input_interface: Some("mesh0".into()),
                 unless_fwmark: Some(0xffff_ffff),
+                fwmark: None,
                 table: 70_000,
                 priority: 1002,
                 ..rule("2001:db8::10", 128)
@@ -280,6 +286,7 @@ fn similar_rules_are_neither_confused_nor_taken() {
             .expect("adding the twin");
         let inverted = RuleSpec {
             unless_fwmark: Some(7),
+            fwmark: None,
             ..rule("203.0.113.10", 32)
         };
         assert_eq!(
@@ -292,10 +299,17 @@ fn similar_rules_are_neither_confused_nor_taken() {
         let e = netlink.remove_rule(&inverted).await.unwrap_err();
         assert!(
             e.to_string()
-                .contains("fwmark 0x7/0xffffffff lookup 200 pref 1000"),
+                .contains("would delete `from 203.0.113.10/32 fwmark 0x7 lookup 200 pref 1000`"),
             "{e}"
         );
         assert_eq!(netlink.rules(&inverted).await.unwrap(), 1, "nothing was deleted");
+        // The twin is a plain fwmark rule, which a spec describes too, and finds once.
+        let twin = RuleSpec {
+            fwmark: Some(7),
+            ..rule("203.0.113.10", 32)
+        };
+        assert_eq!(netlink.rules(&twin).await.unwrap(), 1);
+        assert!(!netlink.ensure_rule(&twin).await.unwrap(), "already there");
 
         // A rule with an iif first, at the same priority: the kernel would delete it for ours.
         let with_iif = RuleSpec {
@@ -344,6 +358,7 @@ fn unless_fwmark_inverts_the_whole_selector() {
             .unwrap();
         let spec = RuleSpec {
             unless_fwmark: Some(0x4d53),
+            fwmark: None,
             ..rule("203.0.113.10", 32)
         };
         assert!(netlink.ensure_rule(&spec).await.unwrap());

@@ -78,6 +78,46 @@ pub struct NodeStatus {
     /// The addresses on the interface.
     pub addresses: Vec<String>,
     pub peers: Vec<PeerStatusView>,
+    /// Source-based routing of this node's public addresses through its network's ingress;
+    /// `None` when the network has no ingress (or this node is one).
+    #[serde(default)]
+    pub routing: Option<RoutingStatus>,
+    /// The ingress role (`[ingress] enabled = true` and marked as an ingress by the controller);
+    /// `None` on other nodes.
+    #[serde(default)]
+    pub ingress: Option<IngressStatus>,
+}
+
+/// What a node installed so that traffic from its public addresses leaves through the ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingStatus {
+    /// The route table holding `default dev <interface>`.
+    pub table: u32,
+    /// The `ip rule` lines installed, in `ip` syntax.
+    pub rules: Vec<String>,
+    /// The last error installing them, if the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// The ingress's health and announcement, as `meshd status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressStatus {
+    /// Healthy by the rule: interface up, a peer with a live session, the upstream Established.
+    pub healthy: bool,
+    /// The announcement route is in the kernel table BIRD learns from.
+    pub announced: bool,
+    pub tun_up: bool,
+    /// Peers whose session is live (handshake within the last 180 s).
+    pub live_peers: usize,
+    /// BIRD's protocol name for the upstream session.
+    pub upstream: String,
+    /// Its state as BIRD reports it (`Established`, `Active`, ...), or `unreachable`.
+    pub upstream_state: String,
+    pub upstream_established: bool,
+    /// The blocks announced while healthy.
+    pub blocks: Vec<String>,
+    /// Why it is, or is not, announced.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

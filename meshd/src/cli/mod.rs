@@ -65,7 +65,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(controller::TokenCommand),
 
-    /// List, show, authorize, deauthorize and remove members (controller).
+    /// List, show, authorize, deauthorize, make ingress and remove members (controller).
     #[command(subcommand)]
     Member(controller::MemberCommand),
 
@@ -91,6 +91,21 @@ pub enum Command {
         after_help = "Examples:\n  meshd status\n  meshd status --json | jq '.peers[] | select(.path == \"relayed\")'"
     )]
     Status(JsonFlag),
+
+    /// Print the BIRD configuration that announces this ingress's blocks.
+    #[command(
+        long_about = "Print the BIRD 2 configuration an ingress's BIRD includes so that it announces \
+        the network's blocks while meshd is healthy. meshd never edits bird.conf: save this output \
+        (for example as /etc/bird/meshd.conf), `include` it from bird.conf, give the BGP protocol \
+        towards your upstream `export filter meshd_export;` (and `meshd_export6` for IPv6), and \
+        `birdc configure`.\n\nWhile healthy, meshd keeps each block as a route on its interface in \
+        the kernel table `[ingress] announce_table` (201); the snippet makes BIRD learn it from there \
+        (`learn`, preference 250, a table of its own piped into master4) and export only the block. \
+        Without --prefix the blocks come from the running daemon.",
+        after_help = "Examples:\n  meshd bird-config > /etc/bird/meshd.conf\n  \
+        meshd bird-config --prefix 203.0.113.0/24 --prefix 2001:db8:1::/48"
+    )]
+    BirdConfig(node::BirdConfigArgs),
 }
 
 /// `--json` for commands that print data.
@@ -129,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Member(command) => controller::member(&client(&config)?, command),
         Command::Join(args) => node::join(&client(&config)?, args),
         Command::Status(flag) => node::status(&client(&config)?, flag),
+        Command::BirdConfig(args) => node::bird_config(&config, args),
     }
 }
 

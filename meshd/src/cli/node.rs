@@ -9,7 +9,9 @@ use super::JsonFlag;
 use super::format::{ago, bytes, field, out, out_json, table};
 use crate::api::ApiClient;
 use crate::api::node::{JoinRequest, NodeStatus, PathKind};
-use crate::config::DEFAULT_LISTEN_PORT;
+use crate::config::{Config, DEFAULT_LISTEN_PORT};
+use crate::ingress::bird_config;
+use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
@@ -140,6 +142,47 @@ fn status_text(s: &NodeStatus) -> String {
             s.addresses.join(", ")
         },
     );
+    if let Some(r) = &s.routing {
+        let how = match &r.error {
+            None => format!("through the ingress (table {}: {})", r.table, r.rules.join("; ")),
+            Some(e) => format!("NOT INSTALLED: {e}"),
+        };
+        field(&mut text, "public traffic", how);
+    }
+    if let Some(i) = &s.ingress {
+        field(
+            &mut text,
+            "ingress",
+            format!(
+                "{} ({})",
+                if i.healthy { "healthy" } else { "unhealthy" },
+                i.reason
+            ),
+        );
+        field(
+            &mut text,
+            "announced",
+            format!(
+                "{} {}",
+                if i.announced { "yes:" } else { "no:" },
+                i.blocks.join(", ")
+            ),
+        );
+        field(
+            &mut text,
+            "bgp upstream",
+            format!("{} {}", i.upstream, i.upstream_state),
+        );
+        field(
+            &mut text,
+            "live peers",
+            format!(
+                "{} (interface {})",
+                i.live_peers,
+                if i.tun_up { "up" } else { "down" }
+            ),
+        );
+    }
     text.push('\n');
     if s.peers.is_empty() {
         text.push_str("no peers\n");
@@ -199,4 +242,49 @@ mod tests {
         assert_eq!(resolve("localhost:7").unwrap().port(), 7);
         assert!(resolve("host:notaport").is_err());
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BirdConfigArgs {
+    /// A block to announce (repeat for IPv4 and IPv6) [default: the blocks of the running
+    /// ingress, from `meshd status`].
+    #[arg(long = "prefix", value_name = "CIDR")]
+    pub prefixes: Vec<IpPrefix>,
+}
+
+/// `meshd bird-config`: the BIRD snippet for this ingress's blocks and announcement table.
+pub fn bird_config(config: &Config, args: BirdConfigArgs) -> anyhow::Result<()> {
+    let prefixes = if args.prefixes.is_empty() {
+        let status = ApiClient::from_config(config)?
+            .status()
+            .context("cannot ask the running daemon for its blocks; give them with --prefix CIDR")?;
+        let Some(ingress) = status.ingress else {
+            bail!(
+                "this daemon is not an ingress (yet): set `[ingress] enabled = true` in its \
+                 configuration and `meshd member ingress` on the controller, or give the blocks \
+                 with --prefix CIDR"
+            );
+        };
+        ingress
+            .blocks
+            .iter()
+            .map(|b| b.parse::<IpPrefix>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("the daemon reported a block that is not a prefix: {e}"))?
+    } else {
+        args.prefixes
+    };
+    let mut v4: Vec<Ipv4Prefix> = Vec::new();
+    let mut v6: Vec<Ipv6Prefix> = Vec::new();
+    for p in prefixes {
+        match p {
+            IpPrefix::V4(p) => v4.push(p),
+            IpPrefix::V6(p) => v6.push(p),
+        }
+    }
+    Ok(out(&bird_config::render(
+        &v4,
+        &v6,
+        config.ingress.announce_table,
+    ))?)
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use meshd_crypto::PublicKey;
 use rand_chacha::ChaCha20Rng;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::routing::{RoutingReport, RoutingView};
 use super::state;
 use crate::api::node::{
     JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind,
@@ -51,6 +52,10 @@ pub struct MeshTask {
     pub rng: ChaCha20Rng,
     pub pending_join: Option<oneshot::Sender<Result<JoinResponse, JoinFailure>>>,
     pub addresses: Vec<(IpAddr, u8)>,
+    /// What the routing task should install, from the map in use.
+    pub routing: watch::Sender<Option<RoutingView>>,
+    /// What the routing task installed, for `meshd status`.
+    pub routing_report: Arc<std::sync::Mutex<RoutingReport>>,
 }
 
 impl MeshTask {
@@ -199,8 +204,25 @@ impl MeshTask {
                 self.on_controller_output(out).await;
             }
             if !progressed {
-                return;
+                break;
             }
+        }
+        let view = self.routing_view();
+        self.routing.send_if_modified(|current| {
+            let changed = *current != view;
+            *current = view;
+            changed
+        });
+    }
+
+    /// This node's place in the map in use: its addresses, its block, its ingress role. `None`
+    /// before a map, and while the controller says this node is not authorized.
+    fn routing_view(&self) -> Option<RoutingView> {
+        let own = self.channel.public_key().as_bytes();
+        match (&self.controller, &self.agent) {
+            (Some(c), _) => c.maps().find_map(|m| RoutingView::of(m, own)),
+            (None, Some(a)) if a.authorized() => a.map().and_then(|m| RoutingView::of(m, own)),
+            _ => None,
         }
     }
 
@@ -275,6 +297,7 @@ impl MeshTask {
         let wall = clock::wall();
         let now = clock::now();
         let names = self.peer_names();
+        let report = self.routing_report.lock().ok();
         let peers = runtime
             .into_iter()
             .map(|p: PeerRuntime| {
@@ -320,6 +343,8 @@ impl MeshTask {
             membership,
             addresses: self.addresses.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
             peers,
+            routing: report.as_ref().and_then(|r| r.routing.clone()),
+            ingress: report.as_ref().and_then(|r| r.ingress.clone()),
         }
     }
 

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod mesh;
+pub mod routing;
 pub mod state;
 
 use std::sync::atomic::Ordering;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use zeroize::Zeroizing;
 
 use crate::api::auth::ApiToken;
@@ -33,6 +34,7 @@ use crate::uapi::SetDevice;
 use crate::wg::control::Control;
 use crate::wg::{self, Device, uapi_server};
 use mesh::{MESH_QUEUE, MeshTask};
+use routing::{RoutingReport, RoutingTask};
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT (or the interface is deleted).
 pub fn up(config: Config) -> anyhow::Result<()> {
@@ -74,9 +76,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let name = device.name.clone();
-    // The node's key, as `wg set private-key` would set it.
+    // The node's key, as `wg set private-key` would set it, and the mark that keeps the tunnel's
+    // own packets out of the source rules (`wg set fwmark`).
     let set_key = SetDevice {
         private_key: Some(Some(Zeroizing::new(*secret.to_bytes()))),
+        fwmark: Some(config.routing.fwmark),
         ..SetDevice::default()
     };
     device
@@ -128,6 +132,15 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         )
     });
     let controller = store.map(|store| ControllerService::new(store, own_key, mesh::host_name()));
+    let (routing_tx, routing_rx) = watch::channel(None);
+    let routing_report = Arc::new(Mutex::new(RoutingReport::default()));
+    let routing_task = RoutingTask {
+        interface: name.clone(),
+        routing: config.routing.clone(),
+        ingress: config.ingress.clone(),
+        control: cmd_tx.clone(),
+        report: Arc::clone(&routing_report),
+    };
     let task = MeshTask {
         channel: Channel::new(secret),
         agent,
@@ -139,6 +152,8 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         rng: ChaCha20Rng::from_seed(random::seed()),
         pending_join: None,
         addresses: Vec::new(),
+        routing: routing_tx,
+        routing_report,
     };
     let shared = Arc::clone(&device.shared);
     let control = Control::new(device.node, Arc::clone(&device.shared), device.rx_updates);
@@ -162,6 +177,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             let stopping = Arc::clone(&stopping);
             async move { stopping.notified().await }
         };
+        let routing_stop = Arc::new(Notify::new());
+        let routing = {
+            let stop = Arc::clone(&routing_stop);
+            tokio::spawn(routing_task.run(routing_rx, async move { stop.notified().await }))
+        };
         let mesh_shared = Arc::clone(&shared);
         let mesh = tokio::spawn(task.run(
             mesh_rx,
@@ -173,8 +193,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         control
             .run_mesh(handshakes, call_rx, cmd_rx, wg::stop_signal(&mut gone))
             .await;
-        // Let the mesh task write what it holds (the controller's sightings) before leaving.
+        // Withdraw the announcement and remove the rules while the interface still exists, and let
+        // the mesh task write what it holds (the controller's sightings) before leaving.
+        routing_stop.notify_one();
         stopping.notify_one();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), routing).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), mesh).await;
         uapi.abort();
         api.abort();

@@ -67,6 +67,9 @@ pub struct RuleSpec {
     /// `/0`, no `iif`) does it mean "every packet without the mark". `ip rule` prints such a rule as
     /// `not from SRC fwmark M`, and so does this type's `Display`.
     pub unless_fwmark: Option<u32>,
+    /// `fwmark M`: only packets that carry the mark (mask `0xffffffff`). Not together with
+    /// `unless_fwmark`.
+    pub fwmark: Option<u32>,
 }
 
 /// A unicast route: `ip route replace DST/LEN [via GW] dev IFINDEX table TABLE proto PROTO`.
@@ -81,7 +84,8 @@ pub struct RouteSpec {
     /// The next hop, which the kernel requires to be reachable on `interface`. An IPv6 gateway on an
     /// IPv4 route is sent as `RTA_VIA`. `None` for a route straight onto the link.
     pub gateway: Option<IpAddr>,
-    /// The output interface's index. [`Netlink::routes`] reports 0 for a route that has no single
+    /// The output interface's index; 0 with a gateway lets the kernel find the interface that
+    /// reaches it (`ip route add default via GW`). [`Netlink::routes`] reports 0 for a route that has no single
     /// output interface (multipath, blackhole); [`Netlink::remove_route`] then matches any.
     pub interface: u32,
     /// `rtm_protocol`: who installed the route. meshd uses an id of its own so that it only ever
@@ -95,7 +99,7 @@ impl fmt::Display for RuleSpec {
             f.write_str("not ")?;
         }
         write!(f, "from {}/{}", self.source.0, self.source.1)?;
-        if let Some(mark) = self.unless_fwmark {
+        if let Some(mark) = self.unless_fwmark.or(self.fwmark) {
             write!(f, " fwmark {mark:#x}")?;
         }
         if let Some(iif) = &self.input_interface {
@@ -279,10 +283,13 @@ impl Netlink {
     pub async fn ensure_route(&self, spec: &RouteSpec) -> io::Result<()> {
         let what = || format!("adding route `{spec}`");
         let mut message = route_message(spec).map_err(|e| with_context(what(), e))?;
-        if spec.interface == 0 {
+        if spec.interface == 0 && spec.gateway.is_none() {
             return Err(with_context(
                 what(),
-                io::Error::new(io::ErrorKind::InvalidInput, "the output interface is required"),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a route without a gateway needs an output interface",
+                ),
             ));
         }
         message.header.kind = RouteType::Unicast;
@@ -462,6 +469,11 @@ fn normalize_rule(spec: &RuleSpec) -> io::Result<RuleSpec> {
     if len > max_prefix(addr) {
         return Err(invalid(format!("prefix length {len} is longer than the address")));
     }
+    if spec.fwmark.is_some() && spec.unless_fwmark.is_some() {
+        return Err(invalid(
+            "a rule has either fwmark or unless_fwmark, not both".to_string(),
+        ));
+    }
     Ok(RuleSpec {
         source: (masked(addr, len), len),
         ..spec.clone()
@@ -486,6 +498,10 @@ fn rule_message(spec: &RuleSpec) -> RuleMessage {
     }
     if let Some(mark) = spec.unless_fwmark {
         message.header.flags = RuleFlags::Invert;
+        message.attributes.push(RuleAttribute::FwMark(mark));
+        message.attributes.push(RuleAttribute::FwMask(u32::MAX));
+    }
+    if let Some(mark) = spec.fwmark {
         message.attributes.push(RuleAttribute::FwMark(mark));
         message.attributes.push(RuleAttribute::FwMask(u32::MAX));
     }
@@ -577,9 +593,10 @@ fn parse_rule(message: &RuleMessage) -> Option<RuleSpec> {
         }
     };
     let inverted = header.flags.contains(RuleFlags::Invert);
-    let unless_fwmark = match (inverted, rule.mark != 0 || rule.mask != 0) {
-        (false, false) => None,
-        (true, true) if rule.mask == u32::MAX => Some(rule.mark),
+    let (fwmark, unless_fwmark) = match (inverted, rule.mark != 0 || rule.mask != 0) {
+        (false, false) => (None, None),
+        (false, true) if rule.mask == u32::MAX => (Some(rule.mark), None),
+        (true, true) if rule.mask == u32::MAX => (None, Some(rule.mark)),
         _ => return None,
     };
     Some(RuleSpec {
@@ -588,6 +605,7 @@ fn parse_rule(message: &RuleMessage) -> Option<RuleSpec> {
         source: (source, header.src_len),
         input_interface: rule.iif,
         unless_fwmark,
+        fwmark,
     })
 }
 
@@ -730,6 +748,7 @@ mod tests {
             source: ("203.0.113.10".parse().unwrap(), 32),
             input_interface: None,
             unless_fwmark: None,
+            fwmark: None,
         }
     }
 
@@ -739,6 +758,7 @@ mod tests {
         let full = RuleSpec {
             input_interface: Some("mesh0".into()),
             unless_fwmark: Some(0x4d53),
+            fwmark: None,
             ..spec()
         };
         assert_eq!(
@@ -788,11 +808,13 @@ mod tests {
             RuleSpec {
                 source: ("2001:db8::".parse().unwrap(), 48),
                 unless_fwmark: Some(7),
+                fwmark: None,
                 ..spec()
             },
             RuleSpec {
                 source: ("0.0.0.0".parse().unwrap(), 0),
                 unless_fwmark: Some(0),
+                fwmark: None,
                 ..spec()
             },
         ] {

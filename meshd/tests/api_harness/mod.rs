@@ -195,5 +195,7 @@ pub fn sample_status() -> NodeStatus {
             rx_bytes: 1536,
             tx_bytes: 0,
         }],
+        routing: None,
+        ingress: None,
     }
 }
