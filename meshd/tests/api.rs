@@ -320,6 +320,16 @@ fn members_are_listed_shown_authorized_and_removed() {
     );
     server.wait_for_change(before);
 
+    // An ingress, and back; the change reaches the maps like authorization does.
+    assert!(!back.ingress);
+    let before = server.changes.load(Ordering::SeqCst);
+    assert!(client.set_ingress("lab", "laptop", true).unwrap().ingress);
+    server.wait_for_change(before);
+    assert!(client.member("lab", "laptop").unwrap().ingress);
+    assert!(!client.set_ingress("lab", "laptop", false).unwrap().ingress);
+    let (status, _) = api_error(client.set_ingress("lab", "nobody", true));
+    assert_eq!(status, 404);
+
     let before = server.changes.load(Ordering::SeqCst);
     let removed = client.remove_member("lab", "phone").unwrap();
     assert_eq!(removed.name, "phone");
