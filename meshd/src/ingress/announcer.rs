@@ -197,9 +197,9 @@ impl Announcer {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods, reason = "a fixed origin for the virtual clock")]
+    /// Any instant will do as the origin of the virtual clock.
     fn origin() -> Instant {
-        Instant::now()
+        crate::sys::clock::now()
     }
 
     const HOLD: Duration = Duration::from_secs(5);
