@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod ingress;
+pub mod lab;
 pub mod mesh;
 pub mod node;
 pub mod sys;

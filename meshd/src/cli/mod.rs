@@ -7,6 +7,7 @@
 
 mod controller;
 pub mod format;
+mod lab;
 mod node;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,19 @@ pub enum Command {
         meshd bird-config --prefix 203.0.113.0/24 --prefix 2001:db8:1::/48"
     )]
     BirdConfig(node::BirdConfigArgs),
+
+    /// Build, check and tear down a lab of the whole product in network namespaces (root).
+    #[command(
+        subcommand,
+        long_about = "Build, check and tear down a lab of the whole product on this machine, in network \
+        namespaces (as root, no Internet needed): an Internet host, an ISP and the border router running \
+        BIRD, meshd on the border (controller and ingress) and on two nodes, one behind NAT. The nodes' \
+        public addresses of 203.0.113.0/24 reach the Internet host through the mesh and the border, which \
+        announces the block to the ISP over BGP while it is healthy.",
+        after_help = "Examples:\n  sudo meshd lab up\n  sudo meshd lab check\n  sudo meshd lab stop border\n  \
+        sudo meshd lab start border\n  sudo meshd lab down"
+    )]
+    Lab(lab::LabCommand),
 }
 
 /// `--json` for commands that print data.
@@ -144,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Member(command) => controller::member(&client(&config)?, command),
         Command::Join(args) => node::join(&client(&config)?, args),
         Command::Status(flag) => node::status(&client(&config)?, flag),
+        Command::Lab(command) => lab::lab(command),
         Command::BirdConfig(args) => node::bird_config(&config, args),
     }
 }

@@ -9,6 +9,7 @@ pub mod files;
 pub mod ifaddrs;
 pub mod ifconfig;
 pub mod logging;
+pub mod netns;
 pub mod netlink;
 pub mod poll;
 pub mod process;
