@@ -422,17 +422,16 @@ fn announcement(view: &RoutingView, i: &IngressConfig, ifindex: u32) -> Vec<Rout
         .collect()
 }
 
-/// The interface is administratively up and running (a TUN runs while its owner holds it open).
+/// The interface is administratively up and has carrier (a TUN has it while its owner holds it
+/// open). sysfs's `flags` is the configured set, without the computed `IFF_RUNNING`, hence `carrier`.
 fn interface_up(name: &str) -> bool {
-    let path = PathBuf::from("/sys/class/net").join(name).join("flags");
-    std::fs::read_to_string(path)
+    let dir = PathBuf::from("/sys/class/net").join(name);
+    let up = std::fs::read_to_string(dir.join("flags"))
         .ok()
         .and_then(|text| u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok())
-        .is_some_and(|flags| {
-            let up = libc::IFF_UP as u32;
-            let running = libc::IFF_RUNNING as u32;
-            flags & (up | running) == up | running
-        })
+        .is_some_and(|flags| flags & libc::IFF_UP as u32 != 0);
+    let carrier = std::fs::read_to_string(dir.join("carrier")).is_ok_and(|text| text.trim() == "1");
+    up && carrier
 }
 
 /// How many peers have a session in use.
