@@ -443,6 +443,22 @@ fn an_ingress_carries_everyone_elses_internet_traffic() {
             .iter()
             .all(|p| p.allowed_ips.iter().all(|a| a.len() > 0))
     );
+
+    // The controller's own node as the ingress: it keeps every member warm, and every member
+    // sends its Internet traffic to it.
+    let ctl = w.ctl_key;
+    w.store.lock().unwrap().set_ingress("lab", &ctl, true).unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    assert_eq!(w.own_peers.len(), 3);
+    assert!(
+        w.own_peers
+            .iter()
+            .all(|p| p.persistent_keepalive == NAT_KEEPALIVE)
+    );
+    for n in [n1, n2, n3] {
+        assert!(prefixes(w.spec(n, &ctl).unwrap()).contains(&"0.0.0.0/0".to_string()));
+    }
 }
 
 #[test]

@@ -524,6 +524,12 @@ impl ControllerService {
                 if let Some(v6) = m.ipv6 {
                     spec.allowed_ips.push(IpPrefix::V6(Ipv6Prefix::from(v6)));
                 }
+                // An ingress keeps a session with every member: its health counts live sessions,
+                // and inbound traffic should find one ready. After a restart it is the one that
+                // must start them, since the members still hold their old ones.
+                if own_is_ingress {
+                    spec.persistent_keepalive = NAT_KEEPALIVE;
+                }
                 if m.ingress && !own_is_ingress && !egress_taken {
                     egress_taken = true;
                     spec.allowed_ips

@@ -401,6 +401,10 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
         .and_then(|m| m.peer(own.as_bytes()))
         .is_some_and(|p| p.reachable);
     let egress = map.and_then(|m| m.egress_for(own.as_bytes())).map(|p| p.key);
+    // An ingress keeps a session with every member (see the controller's `publish_own`).
+    let own_ingress = map
+        .and_then(|m| m.peer(own.as_bytes()))
+        .is_some_and(|p| p.ingress);
     let mut specs = Vec::with_capacity(map.map_or(1, |m| m.peers.len()));
     let mut controller_listed = false;
     for p in map.into_iter().flat_map(|m| &m.peers) {
@@ -434,7 +438,7 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
             allowed_ips,
             direct,
             relay: Some(relay),
-            persistent_keepalive: if is_egress || (direct.is_some() && !own_reachable) {
+            persistent_keepalive: if own_ingress || is_egress || (direct.is_some() && !own_reachable) {
                 NAT_KEEPALIVE
             } else {
                 0
