@@ -9,8 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::format::{out, table};
 use crate::lab::{self, Component, LabDir, bird, mesh};
 
-const TOPOLOGY: &str = "\
-  meshd-inet    Internet host 198.51.100.10
+/// The lab as `meshd lab up --help` draws it (a string continued with `\` would lose the first
+/// line's indentation, so it starts on the first line).
+const TOPOLOGY: &str = "  meshd-inet    Internet host 198.51.100.10
   meshd-isp     ISP router, BIRD AS 65001
   meshd-border  border router: BIRD AS 65000 (BGP session `isp`), meshd controller + ingress
   meshd-wan     underlay bridge, 100.64.0.0/24
@@ -93,7 +94,7 @@ pub struct DirArg {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The daemon.
+    /// Which daemon.
     #[arg(value_enum)]
     pub component: ComponentArg,
     #[command(flatten)]
@@ -102,7 +103,7 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// The daemon.
+    /// Which daemon.
     #[arg(value_enum)]
     pub component: ComponentArg,
     /// SIGKILL at once instead of SIGTERM: no chance to clean up, as a crash.
@@ -173,11 +174,11 @@ fn say(line: &str) {
 }
 
 fn up(dir: &LabDir) -> anyhow::Result<()> {
-    say(&format!("Building the meshd lab in {}", dir.root().display()));
+    let there_before = dir.is_lab() || !lab::topology::existing().is_empty();
     let machines = match lab::up::up(dir, &mut |line| say(line)) {
         Ok(machines) => machines,
         Err(e) => {
-            let built = dir.is_lab() || !lab::topology::existing().is_empty();
+            let built = !there_before && (dir.is_lab() || !lab::topology::existing().is_empty());
             return Err(if built {
                 e.context(format!(
                     "meshd lab up failed; the lab is partly built: `meshd lab down{}` removes it",
@@ -206,8 +207,10 @@ fn up(dir: &LabDir) -> anyhow::Result<()> {
     text.push_str(&table(&["NAMESPACE", "ROLE", "ADDRESSES"], &rows));
     text.push_str("\nTry:\n");
     let node1 = lab::up::mesh_addr_text(dir, mesh::NODE1);
-    for line in lab::up::explore(dir, node1) {
-        text.push_str(&format!("  {line}\n"));
+    let tries = lab::up::explore(dir, node1);
+    let width = tries.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    for (command, what) in tries {
+        text.push_str(&format!("  {command:<width$}  # {what}\n"));
     }
     Ok(out(&text)?)
 }

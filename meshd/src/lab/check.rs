@@ -107,17 +107,14 @@ pub fn run(dir: &LabDir, each: &mut dyn FnMut(&Outcome)) -> Vec<Outcome> {
             thread::sleep(PAUSE);
             result = check();
         }
-        let outcome = match result {
-            Ok(detail) => Outcome {
-                name,
-                pass: true,
-                detail,
-            },
-            Err(detail) => Outcome {
-                name,
-                pass: false,
-                detail,
-            },
+        let (pass, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(detail) => (false, detail),
+        };
+        let outcome = Outcome {
+            name,
+            pass,
+            detail: one_line(&detail),
         };
         each(&outcome);
         outcomes.push(outcome);
@@ -314,6 +311,15 @@ fn ping(ns: &str, source: Option<Ipv4Addr>, dest: Ipv4Addr) -> Result<(), String
             why.map(|w| format!(" ({})", w.trim())).unwrap_or_default()
         ))
     }
+}
+
+/// `text` on one line, for a table cell.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A route line with runs of spaces squeezed.

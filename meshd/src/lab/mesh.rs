@@ -171,7 +171,16 @@ pub fn cli_ok(dir: &LabDir, host: &MeshHost, args: &[&str]) -> anyhow::Result<St
 
 /// `meshd status --json` on `host`.
 pub fn status(dir: &LabDir, host: &MeshHost) -> anyhow::Result<Value> {
-    let text = cli_ok(dir, host, &["status", "--json"])?;
+    let ran = cli(dir, host, &["status", "--json"])?;
+    if !ran.success() {
+        let why = ran.stderr.trim();
+        bail!(
+            "meshd on {} does not answer `meshd status`: {}",
+            host.name,
+            why.strip_prefix("meshd: ").unwrap_or(why)
+        );
+    }
+    let text = ran.stdout;
     serde_json::from_str(&text)
         .with_context(|| format!("`meshd status --json` on {} printed no JSON", host.name))
 }

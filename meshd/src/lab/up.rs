@@ -30,6 +30,7 @@ pub fn up(dir: &LabDir, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Machine
     require_root()?;
     command::require(&[IP, IPTABLES, BIRD, BIRDC, PING])?;
     refuse_if_up(dir)?;
+    say(&format!("Building the meshd lab in {}", dir.root().display()));
     let started = clock::now();
     let mut step = |text: &str| {
         say(&format!(
@@ -158,11 +159,7 @@ fn wait_announced(dir: &LabDir, step: &mut dyn FnMut(&str)) -> anyhow::Result<()
     ));
     loop {
         if isp_has_block(dir) {
-            step(&format!(
-                "the ISP routes {} to the border ({:.1} s)",
-                topology::BLOCK,
-                (clock::now() - started).as_secs_f64()
-            ));
+            step(&format!("the ISP routes {} to the border", topology::BLOCK));
             return Ok(());
         }
         let now = clock::now();
@@ -213,33 +210,50 @@ fn waiting_for(dir: &LabDir) -> String {
     )
 }
 
-/// The lines that tell a person what to try in the lab.
-pub fn explore(dir: &LabDir, node1: Option<String>) -> Vec<String> {
+/// What to try in the lab: commands, each with what it shows.
+pub fn explore(dir: &LabDir, node1: Option<String>) -> Vec<(String, &'static str)> {
     let flag = dir_flag(dir);
+    // As the user called it (`./target/debug/meshd lab up` works without meshd on PATH).
+    let meshd = std::env::args()
+        .next()
+        .filter(|arg0| arg0.contains('/'))
+        .unwrap_or_else(|| "meshd".to_string());
     let node1 = node1.unwrap_or_else(|| "203.0.113.2".to_string());
-    let config = dir.meshd_config(BORDER).display().to_string();
     vec![
-        format!(
-            "ip netns exec {} ping {} -I {node1}     # node1 to the Internet host, from its public address",
-            topology::NODE1,
-            topology::INET_HOST
+        (
+            format!(
+                "ip netns exec {} ping {} -I {node1}",
+                topology::NODE1,
+                topology::INET_HOST
+            ),
+            "node1 to the Internet host, from its public address",
         ),
-        format!(
-            "ip netns exec {} ping {node1}                    # the Internet host to node1",
-            topology::INET
+        (
+            format!("ip netns exec {} ping {node1}", topology::INET),
+            "the Internet host to node1",
         ),
-        format!(
-            "ip netns exec {} meshd --config {config} status",
-            topology::BORDER
+        (
+            format!(
+                "ip netns exec {} {meshd} --config {} status",
+                topology::BORDER,
+                dir.meshd_config(BORDER).display()
+            ),
+            "the border: ingress health, peers",
         ),
-        format!(
-            "ip netns exec {} birdc -s {} show route",
-            topology::ISP,
-            dir.bird_socket(bird::ISP).display()
+        (
+            format!(
+                "ip netns exec {} birdc -s {} show route",
+                topology::ISP,
+                dir.bird_socket(bird::ISP).display()
+            ),
+            "what the ISP learned over BGP",
         ),
-        format!("meshd lab check{flag}"),
-        format!("meshd lab stop border{flag}   # then: meshd lab start border{flag}"),
-        format!("meshd lab down{flag}"),
+        (format!("{meshd} lab check{flag}"), "every check, PASS or FAIL"),
+        (
+            format!("{meshd} lab stop border{flag}"),
+            "the ISP loses the block; `meshd lab start border` brings it back",
+        ),
+        (format!("{meshd} lab down{flag}"), "remove it all"),
     ]
 }
 
