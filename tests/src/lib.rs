@@ -30,6 +30,7 @@
 
 pub mod addr;
 pub mod capture;
+pub mod ingress;
 pub mod isolation;
 pub mod json;
 pub mod mesh;
