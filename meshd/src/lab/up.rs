@@ -7,10 +7,11 @@
 //! 4. meshd on node1 and node2, each joined with a token of its own;
 //! 5. a bounded wait until the ISP has the block: the whole chain works.
 
+use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
 use super::command::{self, BIRD, BIRDC, IP, IPTABLES, PING, tail};
 use super::mesh::{self, BORDER, MeshHost, NETWORK, NODES};
@@ -67,7 +68,7 @@ pub fn up(dir: &LabDir, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Machine
         dir.meshd_config(BORDER).display()
     ));
     let create = ["network", "create", NETWORK, "--ipv4", topology::BLOCK];
-    mesh::cli_ok(dir, BORDER, &create).with_context(|| border_log(dir))?;
+    with_logs(mesh::cli_ok(dir, BORDER, &create), &[dir.meshd_log(BORDER)])?;
     step(&format!("border: meshd {}", create.join(" ")));
     let status = mesh::status(dir, BORDER)?;
     let key = status
@@ -76,7 +77,7 @@ pub fn up(dir: &LabDir, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Machine
         .context("`meshd status --json` on the border has no public_key")?
         .to_string();
     let ingress = ["member", "ingress", &key, "--network", NETWORK];
-    mesh::cli_ok(dir, BORDER, &ingress).with_context(|| border_log(dir))?;
+    with_logs(mesh::cli_ok(dir, BORDER, &ingress), &[dir.meshd_log(BORDER)])?;
     step(&format!(
         "border: meshd {} (the border's own key)",
         ingress.join(" ")
@@ -85,19 +86,15 @@ pub fn up(dir: &LabDir, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Machine
     let controller = format!("{}:{DEFAULT_LISTEN_PORT}", topology::BORDER_UNDERLAY);
     for node in NODES {
         let pid = mesh::start(dir, node)?;
-        let token = mesh::cli_ok(dir, BORDER, &["token", "create", "--network", NETWORK])
-            .with_context(|| border_log(dir))?
+        let create_token = ["token", "create", "--network", NETWORK];
+        let token = with_logs(mesh::cli_ok(dir, BORDER, &create_token), &[dir.meshd_log(BORDER)])?
             .trim()
             .to_string();
         let join = ["join", &token, "--controller", &controller, "--name", node.name];
-        mesh::cli_ok(dir, node, &join).with_context(|| {
-            format!(
-                "{} could not join\n{}\n{}",
-                node.name,
-                tail(&dir.meshd_log(node), 15),
-                border_log(dir)
-            )
-        })?;
+        with_logs(
+            mesh::cli_ok(dir, node, &join).with_context(|| format!("{} could not join", node.name)),
+            &[dir.meshd_log(node), dir.meshd_log(BORDER)],
+        )?;
         let addr = mesh::mesh_addr(dir, node)?;
         step(&format!(
             "meshd on {} (pid {pid}) joined as {addr}: meshd join <token> --controller {controller} --name {}",
@@ -143,8 +140,12 @@ fn refuse_if_up(dir: &LabDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn border_log(dir: &LabDir) -> String {
-    tail(&dir.meshd_log(BORDER), 15)
+/// `result`, its error followed by the ends of `logs`.
+fn with_logs<T>(result: anyhow::Result<T>, logs: &[PathBuf]) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        let tails: Vec<String> = logs.iter().map(|log| tail(log, 15)).collect();
+        anyhow!("{e:#}\n{}", tails.join("\n"))
+    })
 }
 
 /// Waits (bounded) until the ISP's BIRD has the block from the border, saying what is missing
