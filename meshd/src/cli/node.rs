@@ -153,11 +153,11 @@ fn status_text(s: &NodeStatus) -> String {
         field(
             &mut text,
             "ingress",
-            format!(
-                "{} ({})",
-                if i.healthy { "healthy" } else { "unhealthy" },
-                i.reason
-            ),
+            if i.healthy {
+                i.reason.clone()
+            } else {
+                format!("unhealthy: {}", i.reason)
+            },
         );
         field(
             &mut text,
