@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::mesh::{CliOutput, meshd_binary};
-use crate::process::{display_command, run_bounded};
+use crate::mesh::{CliOutput, cli_output, meshd_binary};
 use crate::{Lab, tools};
 
 /// The block the border announces.
@@ -119,7 +118,7 @@ impl IngressLab {
     fn lab_with(&self, args: &[&str], timeout: Duration) -> CliOutput {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("lab").args(args).arg("--dir").arg(&self.dir);
-        output(&mut cmd, timeout)
+        cli_output(&mut cmd, timeout)
     }
 
     /// `meshd lab ARGS --dir DIR`, whatever its exit status.
@@ -146,7 +145,7 @@ impl IngressLab {
             .arg("--config")
             .arg(self.dir.join("border/meshd.toml"))
             .args(args);
-        let out = output(&mut cmd, SHORT);
+        let out = cli_output(&mut cmd, SHORT);
         if !out.success() {
             panic!("{out}\n{}", self.diagnostics());
         }
@@ -162,7 +161,7 @@ impl IngressLab {
     pub fn birdc(&self, router: Router, args: &[&str]) -> String {
         let mut cmd = Command::new("birdc");
         cmd.arg("-s").arg(self.bird_socket(router)).args(args);
-        let out = output(&mut cmd, SHORT);
+        let out = cli_output(&mut cmd, SHORT);
         format!("{}{}", out.stdout, out.stderr)
     }
 
@@ -190,7 +189,7 @@ impl IngressLab {
     pub fn ip_lines(&self, ns: &str, args: &[&str]) -> Vec<String> {
         let mut cmd = Command::new("ip");
         cmd.args(["-n", ns]).args(args);
-        let out = output(&mut cmd, SHORT);
+        let out = cli_output(&mut cmd, SHORT);
         if !out.success() {
             return Vec::new();
         }
@@ -307,7 +306,7 @@ impl IngressLab {
             .arg("status");
         text.push_str(&format!(
             "--- border: meshd status ---\n{}\n",
-            output(&mut status, SHORT)
+            cli_output(&mut status, SHORT)
         ));
         for log in [
             "border/meshd.log",
@@ -348,19 +347,6 @@ pub fn alive(pid: i32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next());
     !matches!(state, None | Some("Z" | "X"))
-}
-
-fn output(cmd: &mut Command, timeout: Duration) -> CliOutput {
-    let command = display_command(cmd);
-    match run_bounded(cmd, timeout) {
-        Ok(out) => CliOutput {
-            command,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-        Err(e) => panic!("{e}"),
-    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {

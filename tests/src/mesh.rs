@@ -248,7 +248,7 @@ impl MeshNode {
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         let mut cmd = self.ns.command(&self.bin);
         cmd.arg("--config").arg(&self.config).args(args);
-        cli_output(&mut cmd)
+        cli_output(&mut cmd, CLI_TIMEOUT)
     }
 
     /// [`MeshNode::cli`] that must succeed; returns stdout.
@@ -365,9 +365,10 @@ pub fn mesh_addrs(status: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     (v4, v6)
 }
 
-fn cli_output(cmd: &mut Command) -> CliOutput {
+/// Runs a command to completion within `timeout` and keeps what it printed.
+pub(crate) fn cli_output(cmd: &mut Command, timeout: Duration) -> CliOutput {
     let command = display_command(cmd);
-    match run_bounded(cmd, CLI_TIMEOUT) {
+    match run_bounded(cmd, timeout) {
         Ok(out) => CliOutput {
             command,
             status: out.status,

@@ -618,18 +618,7 @@ impl Store {
         key: &PublicKey,
         authorized: bool,
     ) -> Result<Member, StoreError> {
-        let tx = self.write()?;
-        let changed = tx.execute(
-            "UPDATE members SET authorized = ?3
-             WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
-            params![network, &key.as_bytes()[..], authorized],
-        )?;
-        if changed == 0 {
-            return Err(no_member(&tx, network, key)?);
-        }
-        let member = load_member(&tx, network, key)?;
-        tx.commit()?;
-        Ok(member)
+        self.set_member_flag(network, key, MemberFlag::Authorized, authorized)
     }
 
     /// Makes a member an ingress of its network (`true`) or an ordinary member again (`false`).
@@ -639,11 +628,27 @@ impl Store {
         key: &PublicKey,
         ingress: bool,
     ) -> Result<Member, StoreError> {
+        self.set_member_flag(network, key, MemberFlag::Ingress, ingress)
+    }
+
+    fn set_member_flag(
+        &mut self,
+        network: &str,
+        key: &PublicKey,
+        flag: MemberFlag,
+        on: bool,
+    ) -> Result<Member, StoreError> {
         let tx = self.write()?;
+        let column = match flag {
+            MemberFlag::Authorized => "authorized",
+            MemberFlag::Ingress => "ingress",
+        };
         let changed = tx.execute(
-            "UPDATE members SET ingress = ?3
-             WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
-            params![network, &key.as_bytes()[..], ingress],
+            &format!(
+                "UPDATE members SET {column} = ?3
+                 WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2"
+            ),
+            params![network, &key.as_bytes()[..], on],
         )?;
         if changed == 0 {
             return Err(no_member(&tx, network, key)?);
@@ -793,6 +798,13 @@ fn network_from_row(r: &Row<'_>) -> rusqlite::Result<Network> {
         mtu: r.get(3)?,
         created: from_unix_secs(r.get(5)?),
     })
+}
+
+/// A yes/no column of a member that the admin API sets.
+#[derive(Debug, Clone, Copy)]
+enum MemberFlag {
+    Authorized,
+    Ingress,
 }
 
 const MEMBER_COLUMNS: &str = "n.name, m.public_key, m.name, m.authorized, m.ipv4, m.ipv6, \
