@@ -255,8 +255,9 @@ pub struct BirdConfigArgs {
 /// `meshd bird-config`: the BIRD snippet for this ingress's blocks and announcement table.
 pub fn bird_config(config: &Config, args: BirdConfigArgs) -> anyhow::Result<()> {
     let prefixes = if args.prefixes.is_empty() {
-        let status = ApiClient::from_config(config)?
-            .status()
+        let status = ApiClient::from_config(config)
+            .map_err(anyhow::Error::from)
+            .and_then(|client| Ok(client.status()?))
             .context("cannot ask the running daemon for its blocks; give them with --prefix CIDR")?;
         let Some(ingress) = status.ingress else {
             bail!(
