@@ -143,16 +143,22 @@ pub fn run_ok(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
     Ok(ran.stdout)
 }
 
-/// Runs `cmd` with its output appended to `log` (for programs that start a daemon, which keeps
-/// whatever it inherited open), bounded by `timeout`.
-pub fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration) -> anyhow::Result<ExitStatus> {
-    let command = display(cmd);
+/// `log` opened for appending, twice: for a child's standard output and its standard error.
+pub fn append_to(log: &Path) -> anyhow::Result<(File, File)> {
     let out = File::options()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
+    Ok((out, err))
+}
+
+/// Runs `cmd` with its output appended to `log` (for programs that start a daemon, which keeps
+/// whatever it inherited open), bounded by `timeout`.
+pub fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let command = display(cmd);
+    let (out, err) = append_to(log)?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out)

@@ -6,7 +6,6 @@
 //! started with (meshd's configuration, BIRD's control socket). A zombie counts as gone: whoever
 //! inherited a stopped daemon may not have reaped it yet.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -64,12 +63,7 @@ pub fn running(pid_file: &Path, marker: &str) -> Option<u32> {
 /// Starts `cmd` as a daemon: in a session of its own, standard input from /dev/null, standard output
 /// and error appended to `log`. Its pid goes to `pid_file`. Does not wait for it.
 pub fn spawn_detached(cmd: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Result<u32> {
-    let out = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open {}", log.display()))?;
-    let err = out.try_clone()?;
+    let (out, err) = super::command::append_to(log)?;
     netns::new_session(cmd);
     let child = cmd
         .stdin(Stdio::null())
