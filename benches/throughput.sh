@@ -21,9 +21,11 @@
 #   tcp-reverse   iperf3 -R, one flow B -> A
 #   tcp-p4        iperf3 -P 4, four flows A -> B
 #   udp64         64-byte UDP datagrams, unlimited rate: thousands of packets/s received, and loss
+#   rtt           ping RTT (average, ms) A -> B on an idle tunnel, 10 pings a second
 #   rtt-load      ping RTT (average, ms) A -> B during a tcp run
 # Every figure comes with the retransmits (udp64: loss) iperf3 counted and the CPU seconds both
-# daemons used. A new test is one `test_<name>` function (see "Tests" below).
+# daemons used; the summary turns the Mbit/s tests into Mbit per daemon CPU-second. A new test is one
+# `test_<name>` function (see "Tests" below).
 #
 # Needs root, iproute2, util-linux (unshare), iperf3, wireguard-tools (wg), iputils-ping.
 # Runs in private mount and PID namespaces with a tmpfs over /run/netns and /var/run/wireguard,
@@ -270,6 +272,13 @@ test_udp64() {
               printf "%.1f kpps %s%% %s\n", rate * 1e6 / (64 * 8) / 1000, loss, $NF }'
 }
 
+test_rtt() {
+    local target=$1 count=$((SECONDS_PER_TEST * 10)) ping_out
+    ping_out=$(in_a ping -q -n -i 0.1 -c "$count" -W 2 "$1" 2>&1) || { echo "ping failed: $ping_out" >&2; return 1; }
+    echo "$ping_out" | awk -F'[/ ]+' '/^rtt/ { print $8, "ms", "-", "-"; found = 1 } END { exit !found }' \
+        || { echo "no RTT from ping: $ping_out" >&2; return 1; }
+}
+
 test_rtt-load() {
     local target=$1 count=$((SECONDS_PER_TEST * 10 - 20)) ping_out
     [ $count -ge 10 ] || count=10
@@ -340,6 +349,16 @@ for t in "${TEST_LIST[@]}"; do
             "$(column_of "$impl" "$t" | sort -g | head -1)" "$(column_of "$impl" "$t" | sort -g | tail -1)"
     done
     for impl in "${!SKIPPED[@]}"; do printf '%-13s %10s   (%s)\n' "$impl" skipped "${SKIPPED[$impl]}"; done
+    if [ "$unit" = Mbit/s ]; then
+        # Bits moved per CPU-second the two daemons used (a tunnel that is fast only by burning
+        # more cores is not efficient).
+        for impl in "${RUNNABLE[@]}"; do
+            [ "$impl" = veth ] && continue
+            eff=$(awk -F, -v i="$impl" -v t="$t" -v s="$SECONDS_PER_TEST" \
+                'NR > 1 && $2 == i && $3 == t && $7 > 0 { print $4 * s / $7 }' "$RESULTS" | median)
+            printf '%-13s %10.0f Mbit per daemon CPU-second (median)\n' "$impl" "$eff"
+        done
+    fi
     if [ -n "${MED[meshd-wg]:-}" ]; then
         for base in wireguard-go boringtun; do
             [ -n "${MED[$base]:-}" ] || continue
