@@ -228,6 +228,33 @@ fn ensure_rule_leaves_exactly_one_copy() {
 }
 
 #[test]
+fn list_rules_returns_what_ensure_rule_added_in_both_families() {
+    in_netns("list_rules_returns_what_ensure_rule_added", false, || async {
+        let netlink = Netlink::connect().unwrap();
+        let mark = RuleSpec {
+            priority: 999,
+            table: 254,
+            fwmark: Some(0x4d53),
+            ..rule("0.0.0.0", 0)
+        };
+        let specs = [rule("203.0.113.10", 32), rule("2001:db8::10", 128), mark];
+        for spec in &specs {
+            assert!(netlink.ensure_rule(spec).await.unwrap());
+        }
+        let listed = netlink.list_rules().await.unwrap();
+        for spec in &specs {
+            assert_eq!(
+                listed.iter().filter(|r| *r == spec).count(),
+                1,
+                "{spec} in {listed:?}"
+            );
+        }
+        // The kernel's own rules (local, main, default) are listed too: they are plain lookups.
+        assert!(listed.iter().any(|r| r.table == 255 && r.priority == 0));
+    });
+}
+
+#[test]
 fn remove_rule_deletes_every_copy() {
     in_netns("remove_rule_deletes_every_copy", false, || async {
         let netlink = Netlink::connect().unwrap();

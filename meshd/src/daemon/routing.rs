@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Everything is applied by comparison with what is installed, on every change of the map and every
-//! few seconds, so a restart (even after `kill -9`) finds its own rules and adds nothing twice. A
+//! few seconds, so a restart (even after `kill -9`) finds its own rules and adds nothing twice; rules
+//! of meshd's shapes, priorities and tables that the map no longer asks for (a killed run's, for an
+//! address this node has lost since) are removed once the first map is known. A
 //! clean stop withdraws the announcement first and then removes the rest. The announcement and the
 //! table routes hang on the TUN device, so if meshd dies they go with it; only the rules stay, and
 //! the next start finds them.
@@ -112,6 +114,7 @@ impl RoutingTask {
             announcer: None,
             last_check: None,
             last_view: None,
+            swept: false,
         };
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
@@ -137,6 +140,9 @@ struct State {
     announcer: Option<Announcer>,
     last_check: Option<Instant>,
     last_view: Option<Option<RoutingView>>,
+    /// Rules a previous run left behind (it was killed, and this node's address has changed since)
+    /// have been looked for.
+    swept: bool,
 }
 
 impl State {
@@ -156,6 +162,11 @@ impl State {
             self.last_check = Some(now);
             self.last_view = Some(view.clone());
             let wanted = self.policy(view.as_ref(), ifindex);
+            // Only once the map is known: before it, everything would look stale.
+            if !self.swept && view.is_some() && ifindex.is_some() {
+                self.swept = true;
+                self.sweep(&wanted).await;
+            }
             self.apply_policy(wanted, view.as_ref()).await;
         }
         let role = view.as_ref().filter(|v| v.ingress && self.task.ingress.enabled);
@@ -249,6 +260,48 @@ impl State {
             }
         }
         policy
+    }
+
+    /// Removes rules of the shapes this task installs, at its priorities and tables, that `wanted`
+    /// does not hold: what a killed run left for an address this node no longer has.
+    async fn sweep(&self, wanted: &Policy) {
+        let rules = match self.netlink.list_rules().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot look for stale rules: {e}");
+                return;
+            }
+        };
+        let r = &self.task.routing;
+        let i = &self.task.ingress;
+        let host = |rule: &RuleSpec| matches!(rule.source, (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128));
+        let ours = |rule: &RuleSpec| {
+            let plain = rule.fwmark.is_none() && rule.unless_fwmark.is_none();
+            (rule.table == r.table
+                && rule.priority == r.rule_priority
+                && plain
+                && rule.input_interface.is_none()
+                && host(rule))
+                || (rule.table == MAIN_TABLE
+                    && rule.priority == r.rule_priority - 1
+                    && rule.fwmark == Some(r.fwmark)
+                    && rule.source.1 == 0
+                    && rule.input_interface.is_none())
+                || (rule.table == i.egress_table
+                    && rule.priority == i.rule_priority
+                    && plain
+                    && rule.input_interface.as_deref() == Some(self.task.interface.as_str()))
+        };
+        for stale in rules
+            .iter()
+            .filter(|rule| ours(rule) && !wanted.rules.contains(rule))
+        {
+            match self.netlink.remove_rule(stale).await {
+                Ok(n) if n > 0 => tracing::info!("removed stale rule `{stale}`"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     /// Makes the kernel hold exactly `wanted` of what this task installs.
@@ -363,7 +416,7 @@ impl State {
             }
             match self.netlink.ensure_route(route).await {
                 Ok(()) => {
-                    tracing::info!("added route `{route}`");
+                    tracing::info!("added route `{route}` (on {})", self.task.interface);
                     any = true;
                 }
                 Err(e) => tracing::warn!("{e}"),

@@ -48,8 +48,8 @@ pub fn render(ipv4: &[Ipv4Prefix], ipv6: &[Ipv6Prefix], kernel_table: u32) -> St
     }
     let _ = writeln!(
         out,
-        "# meshd adds each block as `dev mesh0 table {kernel_table}` while it is healthy and deletes it \
-         when not;\n# BIRD learns it from that kernel table."
+        "# meshd adds each block as a route on its interface in kernel table {kernel_table} while it \
+         is healthy,\n# and deletes it when not; BIRD learns it from that kernel table."
     );
     if !ipv4.is_empty() {
         family(

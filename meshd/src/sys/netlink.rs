@@ -192,6 +192,20 @@ impl Netlink {
             .count())
     }
 
+    /// Every rule of both families that a [`RuleSpec`] can describe, in the kernel's order: to find
+    /// rules a previous run left behind.
+    pub async fn list_rules(&self) -> io::Result<Vec<RuleSpec>> {
+        let mut rules = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let dump = self
+                .rule_dump(family)
+                .await
+                .map_err(|e| with_context("listing rules", e))?;
+            rules.extend(dump.iter().filter_map(parse_rule));
+        }
+        Ok(rules)
+    }
+
     /// Adds the rule unless an identical one (see [`Netlink::rules`]) exists. True if it added one.
     pub async fn ensure_rule(&self, spec: &RuleSpec) -> io::Result<bool> {
         let what = || format!("adding rule `{spec}`");
