@@ -441,8 +441,9 @@ fn a_handshake_through_the_relay_is_answered_and_the_peers_move_to_the_direct_pa
     assert_eq!(sim.nat_dropped, 0);
 }
 
-#[test]
-fn a_stale_direct_address_falls_back_to_the_relay_within_one_retry() {
+/// Two nodes and the relay, where A holds a direct address for B at which nobody answers (and B
+/// has only the relay for A).
+fn with_stale_direct_address() -> (Sim, std::net::SocketAddr) {
     let mut sim = Sim::mesh(2);
     let stale: std::net::SocketAddr = "192.0.2.99:51820".parse().unwrap();
     let mut spec_b = sim.spec(1, true, true);
@@ -450,6 +451,12 @@ fn a_stale_direct_address_falls_back_to_the_relay_within_one_retry() {
     let spec_a = sim.spec(0, false, true);
     sim.reconcile(0, &[spec_b]);
     sim.reconcile(1, &[spec_a]);
+    (sim, stale)
+}
+
+#[test]
+fn a_stale_direct_address_falls_back_to_the_relay_within_one_retry() {
+    let (mut sim, stale) = with_stale_direct_address();
 
     let start = sim.now;
     sim.send_ip(0, a_to_b(1));
@@ -530,13 +537,7 @@ fn a_peer_removed_from_the_map_is_refused_until_it_is_added_again() {
 
 #[test]
 fn a_responder_whose_direct_address_is_stale_moves_to_the_relay_when_the_peer_initiates_again() {
-    let mut sim = Sim::mesh(2);
-    let stale: std::net::SocketAddr = "192.0.2.99:51820".parse().unwrap();
-    let mut spec_b = sim.spec(1, true, true);
-    spec_b.direct = Some(stale);
-    let spec_a = sim.spec(0, false, true);
-    sim.reconcile(0, &[spec_b]);
-    sim.reconcile(1, &[spec_a]);
+    let (mut sim, stale) = with_stale_direct_address();
     let b_at_a = sim.hosts[0].peer(&sim.hosts[1].public);
 
     // B initiates through the relay; A answers the handshake that way, but sends its data on its own

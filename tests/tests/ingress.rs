@@ -27,6 +27,26 @@ const BACK_AFTER_BIRD_RESTART: Duration = Duration::from_secs(15);
 /// How long a return may take at most (BGP, peers and the hold-down included).
 const RETURNS_WITHIN: Duration = Duration::from_secs(30);
 
+/// Waits for the block to be back in table 201 and then at the ISP after `cause`, and checks that it
+/// did not come back before the hold-down. Returns how long table 201 took.
+fn returns_after_the_hold_down(lab: &IngressLab, cause: &str) -> Duration {
+    let back = lab.wait(
+        &format!("table 201 to hold the block again once {cause}"),
+        RETURNS_WITHIN,
+        || lab.announced(),
+    );
+    lab.wait(
+        "the ISP to learn the block again",
+        Duration::from_secs(10),
+        || lab.isp_has_block(),
+    );
+    assert!(
+        back >= HOLD_DOWN,
+        "announced {back:?} after {cause}, before the hold-down"
+    );
+    back
+}
+
 /// 1. `meshd lab check` passes: both sessions Established, the ISP routes the block to the border,
 ///    the border exports only the block, the ingress is healthy and announced, the Internet host and
 ///    the nodes reach each other from and to the nodes' public addresses (no NAT, not through the
@@ -220,24 +240,11 @@ fn ingress_follows_health_and_outlives_bird_reconfigure_and_restart() {
         for node in ["node1", "node2"] {
             lab.border_cli(&["member", "authorize", node, "--network", NETWORK]);
         }
-        let back = lab.wait(
-            "table 201 to hold the block again after the nodes are authorized",
-            RETURNS_WITHIN,
-            || lab.announced(),
-        );
-        lab.wait(
-            "the ISP to learn the block again",
-            Duration::from_secs(10),
-            || lab.isp_has_block(),
-        );
+        let back = returns_after_the_hold_down(&lab, "the nodes are authorized");
         println!(
             "measured: nodes authorized again -> announced after {:.1} s, at the ISP after {:.1} s",
             back.as_secs_f64(),
             watch.elapsed().as_secs_f64()
-        );
-        assert!(
-            back >= HOLD_DOWN,
-            "announced {back:?} after authorization, before the hold-down"
         );
 
         // 3b: the upstream session down.
@@ -264,26 +271,13 @@ fn ingress_follows_health_and_outlives_bird_reconfigure_and_restart() {
             said.contains("enabled"),
             "`birdc enable {session}` at the ISP: {said}"
         );
-        let back = lab.wait(
-            "table 201 to hold the block again once the session is back",
-            RETURNS_WITHIN,
-            || lab.announced(),
-        );
-        lab.wait(
-            "the ISP to learn the block again",
-            Duration::from_secs(10),
-            || lab.isp_has_block(),
-        );
+        let back = returns_after_the_hold_down(&lab, "the session is back");
         println!(
             "measured: upstream session enabled -> announced after {:.1} s, at the ISP after {:.1} s \
              ({:.1} s since the disable)",
             back.as_secs_f64(),
             watch_up.elapsed().as_secs_f64(),
             watch.elapsed().as_secs_f64()
-        );
-        assert!(
-            back >= HOLD_DOWN,
-            "announced {back:?} after the session returned, before the hold-down"
         );
 
         // 4: `birdc configure` on the border changes nothing.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use meshd_tests::capture::Capture;
 use meshd_tests::json::Value;
 use meshd_tests::mesh::{
-    self, CONTROLLER_UNDERLAY, Mesh, MeshNode, NETWORK, NodeSpec, Uplink, expect_path, expect_refusal,
-    ping_mesh, ping_run, unix_time,
+    self, CONTROLLER_UNDERLAY, Mesh, MeshNode, NETWORK, NodeSpec, THREE_NODES, Uplink, expect_path,
+    expect_refusal, ping_mesh, ping_run, unix_time,
 };
 use meshd_tests::{e2e, token};
 
@@ -469,19 +469,8 @@ fn mesh_controller_kill_9_keeps_tunnels_and_state() {
 #[test]
 fn mesh_bad_tokens_are_refused_and_change_nothing() {
     e2e(|lab| {
-        let specs = [
-            NodeSpec {
-                name: "n1",
-                interface: "mesh1",
-                uplink: Uplink::Public("192.0.2.11"),
-            },
-            NodeSpec {
-                name: "n2",
-                interface: "mesh2",
-                uplink: Uplink::Nat("192.0.2.19"),
-            },
-        ];
-        let mut mesh = Mesh::start(lab, &specs);
+        // n1 public and n2 behind NAT, as in the three-node scenario.
+        let mut mesh = Mesh::start(lab, &THREE_NODES[..2]);
         let ctl_at = Mesh::controller_endpoint();
         let snapshot = |mesh: &Mesh<'_>| {
             (

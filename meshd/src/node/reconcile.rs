@@ -388,21 +388,9 @@ mod tests {
         // A handshake by hand: A's initiation to B, B's response to A.
         a.handle_unsent(epoch(), wall(), a_b, vec![0x45; 40]);
         let init = transmitted(drain(&mut a));
-        b.handle_datagram(
-            epoch(),
-            wall(),
-            Endpoint::Direct(addr("192.0.2.1:51820")),
-            &init,
-            0,
-        );
+        deliver(&mut b, "192.0.2.1:51820", &init);
         let resp = transmitted(drain(&mut b));
-        a.handle_datagram(
-            epoch(),
-            wall(),
-            Endpoint::Direct(addr("192.0.2.2:51820")),
-            &resp,
-            0,
-        );
+        deliver(&mut a, "192.0.2.2:51820", &resp);
         let events = drain(&mut a);
         assert!(
             events
@@ -423,6 +411,11 @@ mod tests {
             _ => false,
         };
         assert!(!events.iter().any(touches_b), "{events:?}");
+    }
+
+    /// Hands `node` a datagram that came directly from `from`.
+    fn deliver(node: &mut Node, from: &str, datagram: &[u8]) {
+        node.handle_datagram(epoch(), wall(), Endpoint::Direct(addr(from)), datagram, 0);
     }
 
     fn transmitted(events: Vec<Event>) -> Vec<u8> {
@@ -462,13 +455,7 @@ mod tests {
         drain(&mut b);
         b.handle_unsent(epoch(), wall(), b_a, vec![0x45; 40]);
         let init = transmitted(drain(&mut b));
-        a.handle_datagram(
-            epoch(),
-            wall(),
-            Endpoint::Direct(addr("192.0.2.2:51820")),
-            &init,
-            0,
-        );
+        deliver(&mut a, "192.0.2.2:51820", &init);
         let events = drain(&mut a);
         assert!(
             events.iter().any(|e| matches!(
@@ -482,13 +469,7 @@ mod tests {
         );
         a.reconcile(epoch(), wall(), &[spec(2)]);
         drain(&mut a);
-        a.handle_datagram(
-            epoch(),
-            wall(),
-            Endpoint::Direct(addr("192.0.2.2:51820")),
-            &init,
-            0,
-        );
+        deliver(&mut a, "192.0.2.2:51820", &init);
         let events = drain(&mut a);
         assert!(
             events
