@@ -402,7 +402,7 @@ fn token_row(t: &TokenView, now: std::time::SystemTime) -> Vec<String> {
 }
 
 pub fn member(client: &ApiClient, command: MemberCommand) -> anyhow::Result<()> {
-    let (args, verb) = match command {
+    let (args, change) = match command {
         MemberCommand::List { network, out: flag } => return list_members(client, network, flag),
         MemberCommand::Show(args) => {
             let network = pick_network(client, args.network.clone())?;
@@ -412,35 +412,29 @@ pub fn member(client: &ApiClient, command: MemberCommand) -> anyhow::Result<()> 
             }
             return Ok(out(&member_text(&member))?);
         }
-        MemberCommand::Ingress { member: args, off } => {
-            let network = pick_network(client, args.network.clone())?;
-            let member = client.set_ingress(&network, &args.member, !off)?;
-            if args.out.json {
-                return out_json(&member);
-            }
-            let done = if off {
-                "is no longer an ingress"
-            } else {
-                "is an ingress; the other members send their Internet traffic through it"
-            };
-            return Ok(out(&format!(
-                "Member {:?} ({}) of network {:?} {done}.\n",
-                member.name, member.public_key, member.network
-            ))?);
-        }
-        MemberCommand::Authorize(args) => (args, "authorize"),
-        MemberCommand::Deauthorize(args) => (args, "deauthorize"),
-        MemberCommand::Remove(args) => (args, "remove"),
+        MemberCommand::Ingress { member: args, off } => (args, MemberChange::Ingress(!off)),
+        MemberCommand::Authorize(args) => (args, MemberChange::Authorize),
+        MemberCommand::Deauthorize(args) => (args, MemberChange::Deauthorize),
+        MemberCommand::Remove(args) => (args, MemberChange::Remove),
     };
     let network = pick_network(client, args.network)?;
-    let (member, done) = match verb {
-        "authorize" => (client.authorize(&network, &args.member)?, "is authorized"),
-        "deauthorize" => (
-            client.deauthorize(&network, &args.member)?,
+    let member = &args.member;
+    let (member, done) = match change {
+        MemberChange::Authorize => (client.authorize(&network, member)?, "is authorized"),
+        MemberChange::Deauthorize => (
+            client.deauthorize(&network, member)?,
             "is deauthorized (it keeps its addresses; `meshd member authorize` restores it)",
         ),
-        _ => (
-            client.remove_member(&network, &args.member)?,
+        MemberChange::Ingress(true) => (
+            client.set_ingress(&network, member, true)?,
+            "is an ingress; the other members send their Internet traffic through it",
+        ),
+        MemberChange::Ingress(false) => (
+            client.set_ingress(&network, member, false)?,
+            "is no longer an ingress",
+        ),
+        MemberChange::Remove => (
+            client.remove_member(&network, member)?,
             "is removed; its addresses are free",
         ),
     };
@@ -451,6 +445,15 @@ pub fn member(client: &ApiClient, command: MemberCommand) -> anyhow::Result<()> 
         "Member {:?} ({}) of network {:?} {done}.\n",
         member.name, member.public_key, member.network
     ))?)
+}
+
+/// What `meshd member ...` changes about one member.
+#[derive(Debug, Clone, Copy)]
+enum MemberChange {
+    Authorize,
+    Deauthorize,
+    Ingress(bool),
+    Remove,
 }
 
 fn list_members(client: &ApiClient, network: Option<String>, flag: JsonFlag) -> anyhow::Result<()> {

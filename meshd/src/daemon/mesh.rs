@@ -289,11 +289,7 @@ impl MeshTask {
     }
 
     async fn status(&mut self) -> NodeStatus {
-        let (tx, rx) = oneshot::channel();
-        let runtime = match self.control.send(MeshCmd::Peers(tx)).await {
-            Ok(()) => rx.await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let runtime = MeshCmd::peers(&self.control).await;
         let wall = clock::wall();
         let now = clock::now();
         let names = self.peer_names();

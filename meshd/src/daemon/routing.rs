@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use meshd_packet::{Ipv4Prefix, Ipv6Prefix};
 use meshd_routing::bird;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::api::node::{IngressStatus, RoutingStatus};
 use crate::config::{IngressConfig, RoutingConfig};
@@ -62,6 +62,13 @@ pub struct RoutingView {
 }
 
 impl RoutingView {
+    /// The network's blocks as (address, prefix length): IPv4, then IPv6 if the network has one.
+    fn blocks(&self) -> Vec<(IpAddr, u8)> {
+        let mut blocks = vec![(IpAddr::V4(self.block_v4.addr()), self.block_v4.len())];
+        blocks.extend(self.block_v6.map(|b| (IpAddr::V6(b.addr()), b.len())));
+        blocks
+    }
+
     /// This node's view of `map`, if it is a member of it.
     pub fn of(map: &NetworkMap, own: &[u8; 32]) -> Option<RoutingView> {
         let me = map.peer(own)?;
@@ -115,6 +122,7 @@ impl RoutingTask {
             last_check: None,
             last_view: None,
             swept: false,
+            ifindex: None,
         };
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
@@ -143,18 +151,24 @@ struct State {
     /// Rules a previous run left behind (it was killed, and this node's address has changed since)
     /// have been looked for.
     swept: bool,
+    /// The interface's index, once known.
+    ifindex: Option<u32>,
 }
 
 impl State {
     async fn step(&mut self, view: Option<RoutingView>) {
         let now = clock::now();
-        let ifindex = match self.netlink.link_index(&self.task.interface).await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!("{e}");
-                None
-            }
-        };
+        // The interface lives as long as the daemon, so its index is looked up until found, once.
+        if self.ifindex.is_none() {
+            self.ifindex = match self.netlink.link_index(&self.task.interface).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            };
+        }
+        let ifindex = self.ifindex;
         let due = self
             .last_check
             .is_none_or(|t| now.saturating_duration_since(t) >= RECHECK);
@@ -191,11 +205,10 @@ impl State {
         let protocol = self.task.ingress.route_protocol;
         let mut policy = Policy::default();
         if v.has_egress && !v.ingress {
-            let mut sources = vec![(IpAddr::V4(v.ipv4), 32, IpAddr::V4(Ipv4Addr::UNSPECIFIED))];
-            if let Some(v6) = v.ipv6 {
-                sources.push((IpAddr::V6(v6), 128, IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
-            }
-            for (addr, len, any) in sources {
+            let mut sources = vec![(IpAddr::V4(v.ipv4), 32)];
+            sources.extend(v.ipv6.map(|v6| (IpAddr::V6(v6), 128)));
+            for (addr, len) in sources {
+                let any = unspecified(addr);
                 policy.rules.push(RuleSpec {
                     priority: r.rule_priority - 1,
                     table: MAIN_TABLE,
@@ -223,10 +236,7 @@ impl State {
         }
         let i = &self.task.ingress;
         if v.ingress && i.enabled {
-            let mut blocks = vec![(IpAddr::V4(v.block_v4.addr()), v.block_v4.len())];
-            if let Some(b6) = v.block_v6 {
-                blocks.push((IpAddr::V6(b6.addr()), b6.len()));
-            }
+            let blocks = v.blocks();
             for gateway in [
                 i.egress_gateway.map(IpAddr::V4),
                 i.egress_gateway6.map(IpAddr::V6),
@@ -237,11 +247,7 @@ impl State {
                 let Some(&block) = blocks.iter().find(|b| b.0.is_ipv4() == gateway.is_ipv4()) else {
                     continue;
                 };
-                let any = if gateway.is_ipv4() {
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                } else {
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                };
+                let any = unspecified(gateway);
                 policy.rules.push(RuleSpec {
                     priority: i.rule_priority,
                     table: i.egress_table,
@@ -426,8 +432,7 @@ impl State {
     }
 
     fn report_ingress(&self, view: &RoutingView, health: &Health, decision: &Decision, announced: bool) {
-        let mut blocks = vec![view.block_v4.to_string()];
-        blocks.extend(view.block_v6.map(|b| b.to_string()));
+        let blocks = view.blocks().iter().map(|(a, l)| format!("{a}/{l}")).collect();
         let status = IngressStatus {
             healthy: decision.healthy,
             announced,
@@ -457,13 +462,17 @@ impl State {
     }
 }
 
+/// `0.0.0.0` or `::`, whichever is of `like`'s family.
+fn unspecified(like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
 /// The announcement routes: each block onto the mesh interface, in the table BIRD learns from.
 fn announcement(view: &RoutingView, i: &IngressConfig, ifindex: u32) -> Vec<RouteSpec> {
-    let mut blocks = vec![(IpAddr::V4(view.block_v4.addr()), view.block_v4.len())];
-    if let Some(b6) = view.block_v6 {
-        blocks.push((IpAddr::V6(b6.addr()), b6.len()));
-    }
-    blocks
+    view.blocks()
         .into_iter()
         .map(|destination| RouteSpec {
             table: i.announce_table,
@@ -489,11 +498,7 @@ fn interface_up(name: &str) -> bool {
 
 /// How many peers have a session in use.
 async fn live_peers(control: &mpsc::Sender<MeshCmd>) -> usize {
-    let (tx, rx) = oneshot::channel();
-    if control.send(MeshCmd::Peers(tx)).await.is_err() {
-        return 0;
-    }
-    let peers = rx.await.unwrap_or_default();
+    let peers = MeshCmd::peers(control).await;
     let wall = clock::wall();
     peers
         .iter()

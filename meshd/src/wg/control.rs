@@ -45,6 +45,17 @@ pub enum MeshCmd {
     Peers(oneshot::Sender<Vec<PeerRuntime>>),
 }
 
+impl MeshCmd {
+    /// Asks the control loop for every peer's runtime state; none if the loop has stopped.
+    pub async fn peers(control: &mpsc::Sender<MeshCmd>) -> Vec<PeerRuntime> {
+        let (tx, rx) = oneshot::channel();
+        match control.send(MeshCmd::Peers(tx)).await {
+            Ok(()) => rx.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 /// One peer as `meshd status` shows it, from the node and the data path's counters.
 #[derive(Debug, Clone)]
 pub struct PeerRuntime {
