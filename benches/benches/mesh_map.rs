@@ -21,8 +21,8 @@ use meshd::controller::service::{self, ControllerService};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::TokenPolicy;
 use meshd::mesh::agent::{self, Agent};
-use meshd::mesh::channel::{Channel, Opened};
-use meshd::mesh::message::{Body, LocalInfo, PollMsg};
+use meshd::mesh::channel::{Admit, Channel, Opened};
+use meshd::mesh::message::{Body, LocalInfo, PollMsg, sealed_len};
 use meshd::node::Node;
 use meshd::uapi::SetDevice;
 use meshd_crypto::{PublicKey, StaticSecret};
@@ -119,7 +119,8 @@ fn controller() -> Controller {
     for (i, key) in keys.iter().enumerate() {
         let addr = member_addr(i as u32);
         let poll = first_poll(addr);
-        service.handle_message(now, wall(), addr, key, poll);
+        let len = sealed_len(&poll);
+        service.handle_message(now, wall(), addr, key, poll, len);
     }
     // The addresses just learned go out in one debounced push.
     service.handle_timeout(now + Duration::from_secs(1), wall());
@@ -207,7 +208,8 @@ fn pages_for_member(ctl: &mut Controller, member: u32) -> Vec<Vec<u8>> {
     let key = ctl.keys[member as usize];
     let addr = member_addr(member);
     let poll = first_poll(addr);
-    ctl.service.handle_message(epoch(), wall(), addr, &key, poll);
+    let len = sealed_len(&poll);
+    ctl.service.handle_message(epoch(), wall(), addr, &key, poll, len);
     ctl.service
         .handle_timeout(epoch() + Duration::from_secs(2), wall());
     let wall = wall().duration_since(UNIX_EPOCH).unwrap();
@@ -271,12 +273,15 @@ fn node_apply(c: &mut Criterion) {
             },
             |(mut node, mut agent, mut channel)| {
                 let wall_d = wall().duration_since(UNIX_EPOCH).unwrap();
+                let ctl_ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
                 for datagram in &pages {
                     let Opened {
                         sender,
                         counter,
                         body,
-                    } = channel.open(wall_d, datagram).unwrap();
+                    } = channel
+                        .open(now, wall_d, ctl_ip, datagram, |_| Admit::Known)
+                        .unwrap();
                     if agent.handle_message(now, &sender, body) {
                         channel.accept(&sender, counter).unwrap();
                     }

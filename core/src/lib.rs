@@ -3,12 +3,18 @@
 //!
 //! - [`message`]: the control messages and their encoding;
 //! - [`channel`]: sealing and opening them between static keys, with replay and freshness checks;
-//! - [`map`]: the network map and its pages.
+//! - [`map`]: the network map and its pages;
+//! - [`admission`]: the limits a stranger's envelope passes before any key is derived for it;
+//! - [`refused`]: messages refused once, so their replays are not answered again;
+//! - [`log_limit`]: a limit on the log lines strangers can cause.
 //!
 //! Being its own crate, it builds without tokio, SQLite, axum or libc, so the fuzz workspace can
 //! reach every decoder a stranger can reach, and Cargo (not a grep) keeps IO out of it.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod channel;
+pub mod log_limit;
 pub mod map;
 pub mod message;
+pub mod refused;

@@ -128,6 +128,34 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// The most bytes a sealed envelope carrying `body` takes on the wire, whatever its counter.
+pub fn sealed_len(body: &Body) -> usize {
+    let worst = Envelope {
+        counter: u64::MAX,
+        body: body.clone(),
+    };
+    meshd_packet::wire::meshd::SEALED_OVERHEAD + worst.encode().len()
+}
+
+/// `body` as an answer to a sender not yet authenticated as a member, made to fit `limit` sealed
+/// bytes (the length of the datagram it answers), or `None` if it cannot: such an answer may go to
+/// a forged source, so it must never be larger than what asked for it. A refusal too long to fit
+/// loses its message (not half of it): its kind says what happened, and the node explains each kind
+/// itself.
+pub fn fit_reply(body: Body, limit: usize) -> Option<Body> {
+    if sealed_len(&body) <= limit {
+        return Some(body);
+    }
+    let Body::JoinRefused(RefusedMsg { kind, .. }) = body else {
+        return None;
+    };
+    let bare = Body::JoinRefused(RefusedMsg {
+        kind,
+        message: String::new(),
+    });
+    (sealed_len(&bare) <= limit).then_some(bare)
+}
+
 impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
         // Serialising these types into a Vec cannot fail: no maps with non-string keys, no
@@ -225,6 +253,38 @@ mod tests {
             padded.push(0);
             assert!(Envelope::decode(&padded).is_err());
         }
+    }
+
+    #[test]
+    fn replies_fit_the_limit_or_are_not_made() {
+        let refusal = |message: &str| {
+            Body::JoinRefused(RefusedMsg {
+                kind: RefusalKind::Unknown,
+                message: message.into(),
+            })
+        };
+        let long = "é".repeat(100) + "this controller does not know the token";
+        let full = sealed_len(&refusal(&long));
+        let bare = sealed_len(&refusal(""));
+        for limit in 0..full + 5 {
+            let fitted = fit_reply(refusal(&long), limit);
+            if let Some(body) = &fitted {
+                assert!(sealed_len(body) <= limit, "limit {limit}");
+            }
+            let expected = match limit {
+                l if l >= full => Some(refusal(&long)),
+                l if l >= bare => Some(refusal("")),
+                _ => None,
+            };
+            assert_eq!(fitted, expected, "limit {limit}");
+        }
+        let other = Body::NotAuthorized {
+            network: "lab".into(),
+            member: false,
+        };
+        let len = sealed_len(&other);
+        assert_eq!(fit_reply(other.clone(), len), Some(other.clone()));
+        assert_eq!(fit_reply(other, len - 1), None, "only a refusal can shrink");
     }
 
     #[test]

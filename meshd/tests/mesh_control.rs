@@ -13,7 +13,7 @@ use meshd::controller::service::{self, ControllerService};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::{JoinToken, TokenPolicy};
 use meshd::mesh::agent::{self, Agent, NAT_KEEPALIVE};
-use meshd::mesh::channel::{Channel, Opened};
+use meshd::mesh::channel::{Admit, Channel, Opened};
 use meshd::mesh::message::LocalInfo;
 use meshd::mesh::relay::RelayTable;
 use meshd::node::PeerSpec;
@@ -47,6 +47,20 @@ struct World {
     rng: ChaCha20Rng,
     /// Datagrams the controller sent, by destination: to count pushes.
     sent_to: HashMap<SocketAddr, usize>,
+    /// Answers the controller withheld because they would have been larger than their request.
+    withheld: usize,
+}
+
+/// What the daemon's controller makes of a key it has not derived yet: its members are known,
+/// anyone else is a stranger within the admission limits.
+fn controller_admits(controller: &ControllerService) -> impl FnOnce(&PublicKey) -> Admit + '_ {
+    |k| {
+        if controller.is_member(k) {
+            Admit::Known
+        } else {
+            Admit::Stranger
+        }
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -93,6 +107,7 @@ impl World {
             wall,
             rng: ChaCha20Rng::seed_from_u64(7),
             sent_to: HashMap::new(),
+            withheld: 0,
         };
         world.controller.refresh(world.now, world.wall).unwrap();
         world.pump();
@@ -167,21 +182,34 @@ impl World {
                         let Some(node) = self.nodes.iter_mut().find(|n| n.seen_at == to) else {
                             continue;
                         };
+                        // As the daemon does: a node opens envelopes only from its controller.
+                        let NodeSim { agent, channel, .. } = node;
+                        let admit = |k: &PublicKey| {
+                            if agent.expects(k) {
+                                Admit::Known
+                            } else {
+                                Admit::Unwanted
+                            }
+                        };
+                        let from = CONTROLLER.parse::<SocketAddr>().unwrap().ip();
                         let Ok(Opened {
                             sender,
                             counter,
                             body,
-                        }) = node.channel.open(wall, &datagram)
+                        }) = channel.open(self.now, wall, from, &datagram, admit)
                         else {
                             continue;
                         };
-                        if node.agent.handle_message(self.now, &sender, body) {
-                            node.channel.accept(&sender, counter).unwrap();
+                        if agent.handle_message(self.now, &sender, body) {
+                            channel.accept(&sender, counter).unwrap();
+                        } else {
+                            channel.refuse(self.now, &sender, counter);
                         }
                     }
                     service::Output::OwnPeers(peers) => self.own_peers = peers,
                     service::Output::OwnInterface { .. } => {}
                     service::Output::Relay(table) => self.relay = table,
+                    service::Output::Withheld { .. } => self.withheld += 1,
                 }
             }
             for i in 0..self.nodes.len() {
@@ -193,21 +221,33 @@ impl World {
                             let wall = self.wall_since_epoch();
                             let node = &mut self.nodes[i];
                             let datagram = node.channel.seal(wall, &key, body, &mut self.rng).unwrap();
+                            let seen_at = node.seen_at;
                             let Ok(Opened {
                                 sender,
                                 counter,
                                 body,
-                            }) = self.ctl_channel.open(wall, &datagram)
+                            }) = self.ctl_channel.open(
+                                self.now,
+                                wall,
+                                seen_at.ip(),
+                                &datagram,
+                                controller_admits(&self.controller),
+                            )
                             else {
                                 // Sealed to another controller's key: this one cannot read it.
                                 continue;
                             };
-                            let seen_at = node.seen_at;
-                            if self
-                                .controller
-                                .handle_message(self.now, self.wall, seen_at, &sender, body)
-                            {
+                            if self.controller.handle_message(
+                                self.now,
+                                self.wall,
+                                seen_at,
+                                &sender,
+                                body,
+                                datagram.len(),
+                            ) {
                                 self.ctl_channel.accept(&sender, counter).unwrap();
+                            } else {
+                                self.ctl_channel.refuse(self.now, &sender, counter);
                             }
                         }
                         agent::Output::Peers(peers) => self.nodes[i].peers = Some(peers),
@@ -220,6 +260,49 @@ impl World {
                 return;
             }
         }
+    }
+
+    /// A datagram from `from` that is not one of the simulated nodes (a stranger, or a forged
+    /// source), handled as the daemon handles it. Returns the datagrams the controller sent back to
+    /// `from` (sealed as they would leave), and whether the message was refused unopened.
+    fn stranger_sends(&mut self, from: SocketAddr, datagram: &[u8]) -> (Vec<Vec<u8>>, bool) {
+        self.pump();
+        let wall = self.wall_since_epoch();
+        let opened = self.ctl_channel.open(
+            self.now,
+            wall,
+            from.ip(),
+            datagram,
+            controller_admits(&self.controller),
+        );
+        let Ok(Opened {
+            sender,
+            counter,
+            body,
+        }) = opened
+        else {
+            return (Vec::new(), true);
+        };
+        let acted = self
+            .controller
+            .handle_message(self.now, self.wall, from, &sender, body, datagram.len());
+        if acted {
+            self.ctl_channel.accept(&sender, counter).unwrap();
+        } else {
+            self.ctl_channel.refuse(self.now, &sender, counter);
+        }
+        let mut replies = Vec::new();
+        while let Some(out) = self.controller.poll_output() {
+            match out {
+                service::Output::Send { to, key, body } if to == from => {
+                    let sealed = self.ctl_channel.seal(wall, &key, body, &mut self.rng).unwrap();
+                    replies.push(sealed);
+                }
+                service::Output::Withheld { .. } => self.withheld += 1,
+                other => panic!("a stranger's message caused {other:?}"),
+            }
+        }
+        (replies, false)
     }
 
     fn advance(&mut self, by: Duration) {
@@ -589,4 +672,140 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
     // The welcome, then each page once: the push after the join is the only copy of the map.
     let pages = encoded.len().div_ceil(meshd::mesh::map::PAGE_DATA);
     assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages);
+}
+
+/// Every message a stranger can send the controller before it is a member, at its smallest and
+/// with the fields that are echoed back at their longest, draws answers no larger than itself: the
+/// source may be forged, and the answer then goes to a victim.
+#[test]
+fn no_answer_to_a_stranger_is_larger_than_what_asked_for_it() {
+    use meshd::mesh::message::{Body, JoinMsg, MapPageMsg, PollMsg};
+    let mut w = World::new("stranger-sizes");
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
+    let nobody = LocalInfo {
+        listen_port: 0,
+        local_addrs: Vec::new(),
+    };
+    let join = |token: &str, name: &str| {
+        Body::Join(JoinMsg {
+            token: token.into(),
+            name: name.into(),
+            local: nobody.clone(),
+        })
+    };
+    let poll = |network: &str| {
+        Body::Poll(PollMsg {
+            network: network.into(),
+            have_version: 0,
+            local: nobody.clone(),
+        })
+    };
+    let forged = JoinToken::generate(w.ctl_key, &mut ChaCha20Rng::seed_from_u64(99));
+    let used_up = w.token(TokenPolicy::single_use());
+    let holder = w.add_node(8, "192.0.2.60:51820", "192.0.2.60:51820");
+    w.join(holder, &used_up, "first").unwrap();
+    let bodies = vec![
+        ("empty join", join("", "")),
+        ("join with a malformed token", join("meshd1-x", "")),
+        ("join with an unknown token", join(forged.encode().expose(), "")),
+        ("join with a used-up token", join(&used_up, "")),
+        ("poll of no network", poll("")),
+        ("poll of a network", poll("lab")),
+        ("poll of a long network name", poll(&"n".repeat(900))),
+        (
+            "a map page",
+            Body::MapPage(MapPageMsg {
+                network: String::new(),
+                version: 0,
+                index: 0,
+                count: 0,
+                data: Vec::new(),
+            }),
+        ),
+        (
+            "not authorized",
+            Body::NotAuthorized {
+                network: String::new(),
+                member: false,
+            },
+        ),
+    ];
+    let victim: SocketAddr = "203.0.113.200:53".parse().unwrap();
+    let mut answered = 0;
+    for (i, (what, body)) in bodies.into_iter().enumerate() {
+        // A new key each time (anyone can make keys), from one forged source.
+        let mut stranger = Channel::new(StaticSecret::from_bytes([0x60 + i as u8; 32]));
+        let wall = w.wall_since_epoch();
+        let datagram = stranger.seal(wall, &w.ctl_key, body, &mut rng).unwrap();
+        // A second apart, within the victim's per-source rate.
+        w.advance(Duration::from_secs(1));
+        let (replies, unopened) = w.stranger_sends(victim, &datagram);
+        assert!(!unopened, "{what}: within the limits, so opened");
+        for reply in &replies {
+            assert!(
+                reply.len() <= datagram.len(),
+                "{what}: {} bytes answered with {}",
+                datagram.len(),
+                reply.len()
+            );
+        }
+        answered += replies.len();
+        // The same datagram again, from anywhere: never answered twice.
+        let (again, _) = w.stranger_sends("198.51.100.9:4000".parse().unwrap(), &datagram);
+        assert!(again.is_empty(), "{what}: a replay was answered");
+    }
+    assert!(answered >= 5, "the refusals are answered, shortened: {answered}");
+    assert_eq!(w.withheld, 0, "every refusal fits, shortened if need be");
+}
+
+/// A refused join keeps saying why to a real node (the refusal fits the node's own join), and the
+/// node explains a shortened refusal by its kind.
+#[test]
+fn a_shortened_refusal_still_says_what_to_do() {
+    let mut w = World::new("short-refusal");
+    let n = w.add_node(9, "192.0.2.50:51820", "192.0.2.50:51820");
+    let e = w.join(n, "meshd1-x", "").unwrap_err();
+    assert_eq!(e.kind, JoinFailureKind::Malformed);
+    assert!(e.message.contains("copy it again"), "{}", e.message);
+}
+
+/// Forged joins from one source are not all worked on: beyond the per-source burst they are dropped
+/// before any key is derived, and the controller's members are unaffected.
+#[test]
+fn a_flood_of_forged_joins_is_rate_limited_before_any_work() {
+    use meshd::mesh::message::{Body, JoinMsg};
+    let mut w = World::new("join-flood");
+    let member = w.add_node(9, "192.0.2.50:51820", "192.0.2.50:51820");
+    let token = w.token(TokenPolicy::single_use());
+    w.join(member, &token, "m").unwrap();
+    let derivations = w.ctl_channel.derivations();
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    let attacker: SocketAddr = "198.51.100.66:9999".parse().unwrap();
+    let mut opened = 0;
+    for i in 0..200u32 {
+        let mut seed = [0u8; 32];
+        // Not the first byte: clamping clears its low bits, so keys would repeat.
+        seed[1..5].copy_from_slice(&i.to_le_bytes());
+        seed[31] = 0x77;
+        let mut stranger = Channel::new(StaticSecret::from_bytes(seed));
+        let body = Body::Join(JoinMsg {
+            token: String::new(),
+            name: String::new(),
+            local: LocalInfo {
+                listen_port: 0,
+                local_addrs: Vec::new(),
+            },
+        });
+        let wall = w.wall_since_epoch();
+        let datagram = stranger.seal(wall, &w.ctl_key, body, &mut rng).unwrap();
+        if !w.stranger_sends(attacker, &datagram).1 {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 5, "the per-source burst, then nothing");
+    // One derivation to open each admitted join and one to seal its refusal.
+    assert_eq!(w.ctl_channel.derivations(), derivations + 10);
+    // The member still polls and gets its map.
+    w.advance(Duration::from_secs(30));
+    assert!(w.nodes[member].agent.authorized());
 }

@@ -86,6 +86,10 @@ pub struct NodeStatus {
     /// `None` on other nodes.
     #[serde(default)]
     pub ingress: Option<IngressStatus>,
+    /// Packets and messages dropped since the daemon started, by reason (every reason, zeros
+    /// included; the names are `meshd/src/node/drop.rs`'s).
+    #[serde(default)]
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a node installed so that traffic from its public addresses leaves through the ingress.

@@ -83,6 +83,17 @@ pub fn status(client: &ApiClient, flag: JsonFlag) -> anyhow::Result<()> {
     Ok(out(&status_text(&status))?)
 }
 
+/// The nonzero drop counters, largest first: "control_bad_auth 12, no_route 3", or "none".
+fn drops_text(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut nonzero: Vec<(&String, &u64)> = drops.iter().filter(|(_, n)| **n > 0).collect();
+    if nonzero.is_empty() {
+        return "none".to_string();
+    }
+    nonzero.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = nonzero.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    parts.join(", ")
+}
+
 fn status_text(s: &NodeStatus) -> String {
     let mut text = String::new();
     field(&mut text, "public key", &s.public_key);
@@ -183,6 +194,7 @@ fn status_text(s: &NodeStatus) -> String {
             ),
         );
     }
+    field(&mut text, "dropped", drops_text(&s.drops));
     text.push('\n');
     if s.peers.is_empty() {
         text.push_str("no peers\n");
@@ -223,6 +235,24 @@ fn status_text(s: &NodeStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_the_nonzero_drops_largest_first() {
+        let drops = [
+            ("no_route", 3),
+            ("control_bad_auth", 12),
+            ("malformed", 0),
+            ("control_stale", 3),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(
+            drops_text(&drops),
+            "control_bad_auth 12, control_stale 3, no_route 3"
+        );
+        assert_eq!(drops_text(&Default::default()), "none");
+    }
 
     #[test]
     fn controller_endpoints() {

@@ -27,11 +27,12 @@ use super::token::TokenError;
 use crate::mesh::agent::{NAT_KEEPALIVE, default_routes};
 use crate::mesh::map::{MapPeer, NetworkMap, paginate};
 use crate::mesh::message::{
-    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg,
+    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg, fit_reply,
 };
 use crate::mesh::relay::RelayTable;
 use crate::node::PeerSpec;
 use crate::sys::udp::canonical;
+use meshd_core::log_limit::{LogLimiter, left_out};
 
 /// How often sightings (last seen, last endpoint) are written to the database: one transaction per
 /// network for all members seen meanwhile.
@@ -57,6 +58,9 @@ pub enum Output {
     OwnInterface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
     /// The relay forwards by this table from now on.
     Relay(RelayTable),
+    /// An answer to a sender not authenticated as a member was not sent: it would have been larger
+    /// than the datagram that asked for it (which may come from a forged source).
+    Withheld { to: SocketAddr },
 }
 
 /// Where a member was last heard from in this run.
@@ -90,6 +94,8 @@ pub struct ControllerService {
     last_version: u64,
     next_index: u32,
     outputs: VecDeque<Output>,
+    /// Refused joins are logged, but strangers choose how many there are.
+    refusal_log: LogLimiter,
 }
 
 impl std::fmt::Debug for ControllerService {
@@ -118,6 +124,7 @@ impl ControllerService {
             last_version: 0,
             next_index: 0,
             outputs: VecDeque::new(),
+            refusal_log: LogLimiter::default(),
         }
     }
 
@@ -169,8 +176,21 @@ impl ControllerService {
         Ok(())
     }
 
-    /// A control message from `from`, sealed by `sender`. Returns whether the sender is a member the
-    /// message was acted on for (the shell then records its counter).
+    /// Whether `key` is a member of any network (authorized or not): its envelopes are opened
+    /// without the limits strangers' pass (`meshd_core::admission`).
+    pub fn is_member(&self, key: &PublicKey) -> bool {
+        self.nets
+            .values()
+            .any(|n| n.members.iter().any(|m| &m.public_key == key))
+    }
+
+    /// A control message from `from`, sealed by `sender`, that came in a datagram of `request_len`
+    /// bytes. Returns whether the sender is a member the message was acted on for (the shell then
+    /// records its counter; otherwise it remembers the message as refused, so that its replays are
+    /// not answered again).
+    ///
+    /// An answer to a sender this does not act on (a refused join, a poll from a key that is not a
+    /// member) may be going to a forged source address: it is never larger than `request_len`.
     pub fn handle_message(
         &mut self,
         now: Instant,
@@ -178,14 +198,15 @@ impl ControllerService {
         from: SocketAddr,
         sender: &PublicKey,
         body: Body,
+        request_len: usize,
     ) -> bool {
         let from = canonical(from);
         if sender == &self.own {
             return false;
         }
         match body {
-            Body::Join(msg) => self.on_join(now, wall, from, sender, msg),
-            Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg),
+            Body::Join(msg) => self.on_join(now, wall, from, sender, msg, request_len),
+            Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg, request_len),
             _ => false,
         }
     }
@@ -227,6 +248,7 @@ impl ControllerService {
         from: SocketAddr,
         sender: &PublicKey,
         msg: JoinMsg,
+        request_len: usize,
     ) -> bool {
         let name = if msg.name.trim().is_empty() {
             format!("node-{}", sender.fingerprint())
@@ -237,7 +259,13 @@ impl ControllerService {
         let joined = match joined {
             Ok(joined) => joined,
             Err(e) => {
-                tracing::info!("join by {} from {from} refused: {e}", sender.fingerprint());
+                if let Some(skipped) = self.refusal_log.check(now) {
+                    tracing::info!(
+                        "join by {} from {from} refused: {e}{}",
+                        sender.fingerprint(),
+                        left_out(skipped)
+                    );
+                }
                 let kind = match &e {
                     StoreError::Token(TokenError::Malformed) => RefusalKind::Malformed,
                     StoreError::Token(TokenError::Unknown) => RefusalKind::Unknown,
@@ -246,13 +274,14 @@ impl ControllerService {
                     StoreError::Token(TokenError::UsedUp) => RefusalKind::UsedUp,
                     _ => RefusalKind::Other,
                 };
-                self.send(
+                self.send_within(
                     from,
                     *sender,
                     Body::JoinRefused(RefusedMsg {
                         kind,
                         message: e.to_string(),
                     }),
+                    request_len,
                 );
                 // Not recorded: anyone can make keys, and a refused sender must not take a slot.
                 return false;
@@ -303,13 +332,18 @@ impl ControllerService {
         from: SocketAddr,
         sender: &PublicKey,
         msg: PollMsg,
+        request_len: usize,
     ) -> bool {
-        let Some(net) = self.nets.get(&msg.network) else {
-            self.not_authorized(from, *sender, msg.network, false);
-            return false;
-        };
-        let Some(member) = net.members.iter().find(|m| &m.public_key == sender) else {
-            self.not_authorized(from, *sender, msg.network, false);
+        let member = self
+            .nets
+            .get(&msg.network)
+            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender));
+        let Some(member) = member else {
+            let body = Body::NotAuthorized {
+                network: msg.network,
+                member: false,
+            };
+            self.send_within(from, *sender, body, request_len);
             return false;
         };
         let authorized = member.authorized;
@@ -566,6 +600,15 @@ impl ControllerService {
 
     fn send(&mut self, to: SocketAddr, key: PublicKey, body: Body) {
         self.outputs.push_back(Output::Send { to, key, body });
+    }
+
+    /// Sends an answer to a sender not authenticated as a member, no larger than `limit` bytes
+    /// sealed (the datagram it answers), shortened or withheld if need be.
+    fn send_within(&mut self, to: SocketAddr, key: PublicKey, body: Body, limit: usize) {
+        match fit_reply(body, limit) {
+            Some(body) => self.send(to, key, body),
+            None => self.outputs.push_back(Output::Withheld { to }),
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use meshd_core::log_limit::{LogLimiter, left_out};
 use meshd_crypto::PublicKey;
+use meshd_crypto::sealed::SealedError;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -21,9 +23,9 @@ use crate::api::node::{
 };
 use crate::controller::service::{self, ControllerService};
 use crate::mesh::agent::{self, Agent, base64_key};
-use crate::mesh::channel::{Channel, Opened};
+use crate::mesh::channel::{Admit, Channel, OpenError, Opened};
 use crate::mesh::message::{Body, LocalInfo};
-use crate::node::{Endpoint, PeerSpec};
+use crate::node::{DropReason, Endpoint, PeerSpec};
 use crate::sys::{clock, ifaddrs, ifconfig};
 use crate::wg::control::{MeshCmd, PeerRuntime};
 use crate::wg::shared::Shared;
@@ -56,6 +58,8 @@ pub struct MeshTask {
     pub routing: watch::Sender<Option<RoutingView>>,
     /// What the routing task installed, for `meshd status`.
     pub routing_report: Arc<std::sync::Mutex<RoutingReport>>,
+    /// Control messages that did not open are logged (at debug), but strangers choose how many.
+    pub refused_log: LogLimiter,
 }
 
 impl MeshTask {
@@ -133,26 +137,46 @@ impl MeshTask {
 
     fn on_datagram(&mut self, input: MeshInput) {
         let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = clock::now();
+        let from = crate::sys::udp::canonical(input.from);
+        // Who may cost a key derivation: on a controller its members without limit and anyone else
+        // (a joining node) within the strangers' limits; on a node only its controller.
+        let (controller, agent) = (&self.controller, &self.agent);
+        let admit = |key: &PublicKey| match (controller, agent) {
+            (Some(c), _) if c.is_member(key) => Admit::Known,
+            (Some(_), _) => Admit::Stranger,
+            (None, Some(a)) if a.expects(key) => Admit::Known,
+            _ => Admit::Unwanted,
+        };
+        let opened = self.channel.open(now, wall, from.ip(), &input.datagram, admit);
         let Opened {
             sender,
             counter,
             body,
-        } = match self.channel.open(wall, &input.datagram) {
+        } = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                tracing::debug!("control message from {} refused: {e}", input.from);
+                self.shared.drops.add(open_drop(&e), 1);
+                if let Some(skipped) = self.refused_log.check(now) {
+                    tracing::debug!("control message from {from} refused: {e}{}", left_out(skipped));
+                }
                 return;
             }
         };
-        let now = clock::now();
-        let from = crate::sys::udp::canonical(input.from);
+        let request_len = input.datagram.len();
         let acted = match (&mut self.controller, &mut self.agent) {
-            (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body),
+            (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body, request_len),
             (None, Some(a)) => a.handle_message(now, &sender, body),
             (None, None) => false,
         };
-        if acted && let Err(e) = self.channel.accept(&sender, counter) {
-            tracing::debug!("control message from {} not recorded: {e}", sender.fingerprint());
+        if acted {
+            if let Err(e) = self.channel.accept(&sender, counter) {
+                tracing::debug!("control message from {} not recorded: {e}", sender.fingerprint());
+            }
+        } else {
+            // Opened but not acted on (a refused join, a stranger's poll): its replays are refused.
+            self.shared.drops.add(DropReason::ControlRefused, 1);
+            self.channel.refuse(now, &sender, counter);
         }
     }
 
@@ -254,6 +278,10 @@ impl MeshTask {
             service::Output::OwnPeers(peers) => self.set_peers(peers).await,
             service::Output::OwnInterface { addresses, mtu } => self.set_interface(addresses, mtu),
             service::Output::Relay(table) => self.shared.relay.store(Arc::new(table)),
+            service::Output::Withheld { to } => {
+                self.shared.drops.add(DropReason::ControlReplyWithheld, 1);
+                tracing::debug!("answer to {to} withheld: larger than the message it answers");
+            }
         }
     }
 
@@ -341,6 +369,13 @@ impl MeshTask {
             peers,
             routing: report.as_ref().and_then(|r| r.routing.clone()),
             ingress: report.as_ref().and_then(|r| r.ingress.clone()),
+            drops: self
+                .shared
+                .drops
+                .all()
+                .into_iter()
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
         }
     }
 
@@ -355,6 +390,18 @@ impl MeshTask {
             .flat_map(|m| &m.peers)
             .map(|p| (PublicKey::from_bytes(p.key), p.name.clone(), p.ipv4, p.ipv6))
             .collect()
+    }
+}
+
+/// The counter a control message that did not open goes under.
+fn open_drop(e: &OpenError) -> DropReason {
+    match e {
+        OpenError::Sealed(SealedError::Malformed(_)) | OpenError::Decode(_) => DropReason::ControlMalformed,
+        OpenError::Sealed(SealedError::Decrypt | SealedError::LowOrderPoint) => DropReason::ControlBadAuth,
+        OpenError::Sealed(SealedError::Stale) => DropReason::ControlStale,
+        OpenError::Sealed(SealedError::Replayed | SealedError::TooManySenders) => DropReason::ControlReplayed,
+        OpenError::RateLimited => DropReason::ControlRateLimited,
+        OpenError::Unwanted => DropReason::ControlUnwanted,
     }
 }
 

@@ -154,6 +154,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         addresses: Vec::new(),
         routing: routing_tx,
         routing_report,
+        refused_log: Default::default(),
     };
     let shared = Arc::clone(&device.shared);
     let control = Control::new(device.node, Arc::clone(&device.shared), device.rx_updates);

@@ -146,6 +146,16 @@ impl Agent {
         self.last_heard
     }
 
+    /// Whether `key` is one this node takes control messages from: the controller it joins or is a
+    /// member through. Envelopes from any other key are dropped before any work is spent on them.
+    pub fn expects(&self, key: &PublicKey) -> bool {
+        self.joining.as_ref().is_some_and(|j| &j.controller_key == key)
+            || self
+                .membership
+                .as_ref()
+                .is_some_and(|m| &m.controller_key == key.as_bytes())
+    }
+
     /// The socket's port or addresses changed.
     pub fn set_local(&mut self, local: LocalInfo) {
         self.local = local;
@@ -483,10 +493,24 @@ fn refusal(msg: RefusedMsg) -> JoinFailure {
         RefusalKind::UsedUp => JoinFailureKind::UsedUp,
         RefusalKind::Other => JoinFailureKind::Refused,
     };
-    JoinFailure {
-        kind,
-        message: msg.message,
-    }
+    // A controller shortens its message to fit the size of the join it answers (a refusal may go
+    // to a forged source and must not be larger than what asked for it); the kind says it all.
+    let message = if !msg.message.is_empty() {
+        msg.message
+    } else {
+        match msg.kind {
+            RefusalKind::Malformed => "the controller could not read the join token; copy it again in full",
+            RefusalKind::Unknown => {
+                "the controller does not know the token; create a new one with `meshd token create`"
+            }
+            RefusalKind::Expired => "the token expired; create a new one with `meshd token create`",
+            RefusalKind::Revoked => "the token was revoked; create a new one with `meshd token create`",
+            RefusalKind::UsedUp => "the token has no uses left; create a new one with `meshd token create`",
+            RefusalKind::Other => "the controller refused the join; its log says why",
+        }
+        .to_string()
+    };
+    JoinFailure { kind, message }
 }
 
 pub fn base64_key(key: &[u8; 32]) -> String {

@@ -64,10 +64,34 @@ pub enum DropReason {
     RelayRefused,
     /// A control message (sealed envelope) arrived where none is expected, or its queue was full.
     ControlUnexpected,
+    /// A control message that is not a well-formed sealed envelope (its length or reserved bytes),
+    /// or whose plaintext did not decode.
+    ControlMalformed,
+    /// A control message from a key this node takes none from (a member: any key but its
+    /// controller's), or naming our own key as its sender. Dropped unopened.
+    ControlUnwanted,
+    /// A stranger's control message over the per-source or the overall limit. Dropped unopened: no
+    /// key derived, no answer.
+    ControlRateLimited,
+    /// A control message that did not authenticate (forged, corrupted, for another node, or a
+    /// low-order sender key).
+    ControlBadAuth,
+    /// A control message whose time is outside the freshness window around ours.
+    ControlStale,
+    /// A control message whose counter is not above the last one acted on from its sender, or that
+    /// was refused before (a replay).
+    ControlReplayed,
+    /// A control message that opened but was not acted on: a join with a token the controller
+    /// refused, a poll from a key that is not a member, a message this role does not take. Its
+    /// answer, if any, is no larger than it; its replays are refused.
+    ControlRefused,
+    /// An answer to a sender not authenticated as a member that would have been larger than the
+    /// datagram asking for it: not sent.
+    ControlReplyWithheld,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::NotIp,
         DropReason::NoRoute,
         DropReason::NoEndpoint,
@@ -93,6 +117,14 @@ impl DropReason {
         DropReason::HandshakeQueueFull,
         DropReason::RelayRefused,
         DropReason::ControlUnexpected,
+        DropReason::ControlMalformed,
+        DropReason::ControlUnwanted,
+        DropReason::ControlRateLimited,
+        DropReason::ControlBadAuth,
+        DropReason::ControlStale,
+        DropReason::ControlReplayed,
+        DropReason::ControlRefused,
+        DropReason::ControlReplyWithheld,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -123,6 +155,14 @@ impl DropReason {
             DropReason::HandshakeQueueFull => "handshake_queue_full",
             DropReason::RelayRefused => "relay_refused",
             DropReason::ControlUnexpected => "control_unexpected",
+            DropReason::ControlMalformed => "control_malformed",
+            DropReason::ControlUnwanted => "control_unwanted",
+            DropReason::ControlRateLimited => "control_rate_limited",
+            DropReason::ControlBadAuth => "control_bad_auth",
+            DropReason::ControlStale => "control_stale",
+            DropReason::ControlReplayed => "control_replayed",
+            DropReason::ControlRefused => "control_refused",
+            DropReason::ControlReplyWithheld => "control_reply_withheld",
         }
     }
 
@@ -132,9 +172,18 @@ impl DropReason {
 }
 
 /// One counter per [`DropReason`], shared by the data threads (relaxed atomics: counts, not order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DropCounters {
     counts: [AtomicU64; DropReason::ALL.len()],
+}
+
+// `Default` for arrays stops at 32 elements.
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl DropCounters {
@@ -144,6 +193,11 @@ impl DropCounters {
 
     pub fn get(&self, reason: DropReason) -> u64 {
         self.counts[reason.slot()].load(Ordering::Relaxed)
+    }
+
+    /// Every counter by its name, zeros included, in declaration order (for status and the API).
+    pub fn all(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL.iter().map(|&r| (r.name(), self.get(r))).collect()
     }
 
     /// The nonzero counters, in declaration order.

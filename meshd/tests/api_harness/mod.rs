@@ -197,5 +197,6 @@ pub fn sample_status() -> NodeStatus {
         }],
         routing: None,
         ingress: None,
+        drops: [("control_bad_auth".to_string(), 3), ("no_route".to_string(), 0)].into(),
     }
 }
