@@ -600,3 +600,43 @@ fn crossed_handshakes_carry_data_both_ways_at_once() {
     assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1), a_to_b(3)]);
     assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2), b_to_a(4)]);
 }
+
+/// A handshake from a stranger (a key the responder has no peer for), idle and under load: the only
+/// answer it can draw is a cookie reply, smaller than the initiation, so a forged source gains nothing.
+#[test]
+fn a_strangers_initiation_draws_no_answer_larger_than_itself() {
+    for backlog in [0, meshd::node::HANDSHAKE_QUEUE] {
+        let mut sim = Sim::pair();
+        // B forgets A: A is now a stranger to B.
+        sim.reconcile(1, &[]);
+        sim.handshake_backlog = backlog;
+        sim.send_ip(0, a_to_b(1));
+        sim.run_for(Duration::from_secs(12));
+        let (a, b) = (sim.hosts[0].addr, sim.hosts[1].addr);
+        let asked: Vec<usize> = sim
+            .capture
+            .iter()
+            .filter(|(from, to, _)| *from == a && *to == b)
+            .map(|(_, _, d)| d.len())
+            .collect();
+        let answers: Vec<usize> = sim
+            .capture
+            .iter()
+            .filter(|(from, to, _)| *from == b && *to == a)
+            .map(|(_, _, d)| d.len())
+            .collect();
+        assert!(!asked.is_empty(), "A initiated");
+        let smallest = *asked.iter().min().unwrap();
+        assert!(
+            answers.iter().all(|&n| n <= smallest),
+            "backlog {backlog}: {asked:?} answered with {answers:?}"
+        );
+        if backlog == 0 {
+            assert!(answers.is_empty(), "an unknown peer is not answered: {answers:?}");
+            assert!(sim.hosts[1].drops.contains(&DropReason::UnknownPeer));
+        } else {
+            assert!(!answers.is_empty(), "under load, cookie replies");
+            assert!(sim.hosts[1].drops.contains(&DropReason::CookieSent));
+        }
+    }
+}
