@@ -431,3 +431,49 @@ fn udp_receive_errors(ns: &Netns) -> u64 {
         .and_then(|(_, v)| v.parse().ok())
         .expect("RcvbufErrors")
 }
+
+/// One forged envelope (a random sender key, random ciphertext) and one with a reserved byte set,
+/// from a stranger: each is counted under its reason in `meshd status --json`, and `meshd status`
+/// names them.
+#[test]
+fn a_forged_envelope_is_counted_in_status() {
+    e2e(|lab| {
+        let mut mesh = Mesh::start(lab, &[]);
+        let (evil, _) = mesh.underlay.host("evil", Uplink::Public(ATTACKER));
+        let ctl = &mesh.ctl;
+        let before = drops(&ctl.status());
+        let to = SocketAddr::new(CONTROLLER_UNDERLAY.parse().expect("address"), PORT);
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut forged = vec![0x80, 0, 0, 0];
+        let mut rest = vec![0u8; 32 + 24 + 40];
+        rng.fill_bytes(&mut rest);
+        forged.extend_from_slice(&rest);
+        let mut reserved = forged.clone();
+        reserved[2] = 1;
+        evil.enter(|| {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.send_to(&forged, to).expect("send");
+            socket.send_to(&reserved, to).expect("send");
+        });
+        let counted = |status: &Value, reason: &str| {
+            drops(status).get(reason).copied().unwrap_or(0) - before.get(reason).copied().unwrap_or(0)
+        };
+        let mut last = Value::Null;
+        let got = meshd_tests::process::try_wait_until(
+            "the forged envelopes to be counted",
+            Duration::from_secs(5),
+            || {
+                last = ctl.status();
+                counted(&last, "control_bad_auth") == 1 && counted(&last, "control_malformed") == 1
+            },
+        );
+        if let Err(e) = got {
+            panic!("{e}; drops: {:?}", drops(&last));
+        }
+        let text = ctl.cli_ok(&["status"]);
+        assert!(
+            text.contains("control_bad_auth 1") && text.contains("control_malformed 1"),
+            "`meshd status` does not name the drops:\n{text}"
+        );
+    });
+}
