@@ -111,6 +111,7 @@ fn a_strangers_flood_costs_the_members_nothing() {
             .expect("prlimit (util-linux) runs");
         assert!(limited.success(), "prlimit failed");
         let rss_before = rss_kib(pid);
+        let cpu_before = cpu_secs(pid);
         let drops_before = drops(&ctl.status());
         let kernel_before = udp_receive_errors(ctl.netns());
 
@@ -162,7 +163,10 @@ fn a_strangers_flood_costs_the_members_nothing() {
             );
         }
         let rss_after = rss_kib(pid);
-        report += &format!("controller RSS {rss_before} KiB -> {rss_after} KiB\n");
+        let cpu = cpu_secs(pid) - cpu_before;
+        report += &format!(
+            "controller RSS {rss_before} KiB -> {rss_after} KiB; {cpu:.2} CPU seconds over the flood\n"
+        );
         let drops_after = drops(&status);
         let delta: BTreeMap<String, u64> = drops_after
             .iter()
@@ -404,6 +408,17 @@ fn meshd_pid(ns: &Netns) -> u32 {
 fn ctl_alive(ctl: &MeshNode) -> bool {
     let out = ctl.cli(&["status", "--json"]);
     out.success()
+}
+
+/// CPU time `pid` has used (user and system), in seconds, at 100 ticks a second.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Resident memory of `pid`, in KiB.
