@@ -653,3 +653,41 @@ fn a_request_head_sent_a_byte_a_second_is_cut_at_the_head_timeout() {
     // The server is fine.
     assert_eq!(server.client().status().unwrap(), expected_status());
 }
+
+#[test]
+fn a_request_body_that_trickles_is_answered_408_at_the_body_timeout() {
+    let server = Server::start("slow-body", true, NodeTask::Answers);
+    let token = ApiToken::load(&server.token_path).unwrap();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/networks HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 64\r\n\r\n{{",
+        token.expose()
+    )
+    .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let start = clock::now();
+    let limit = meshd::api::server::BODY_TIMEOUT + Duration::from_secs(3);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+                assert!(clock::now() - start < limit, "no answer to a trickling body");
+                let _ = stream.write(b" ");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(clock::now() - start >= meshd::api::server::BODY_TIMEOUT - Duration::from_millis(200));
+    assert!(server.client().networks().unwrap().is_empty());
+}

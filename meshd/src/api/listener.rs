@@ -276,3 +276,72 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads until the end of the stream; `None` if it has not come within `limit`.
+    async fn eof_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+        let mut all = Vec::new();
+        tokio::time::timeout(limit, async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .ok()
+        .map(|()| all)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_kept_alive_connection_is_closed_after_its_lifetime() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 4,
+            head_timeout: Duration::from_secs(30),
+            lifetime: Duration::from_millis(300),
+        };
+        let counters = Arc::new(ApiCounters::default());
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let server = tokio::spawn(serve_router(
+            Listener::Tcp(listener),
+            router,
+            limits,
+            Arc::clone(&counters),
+        ));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer comes, then the connection stays open (keep-alive, a 30 s head timeout) until
+        // the lifetime closes it.
+        let response = eof_within(&mut stream, Duration::from_secs(3))
+            .await
+            .expect("closed at the end of its lifetime, well before the head timeout");
+        assert!(response.starts_with(b"HTTP/1.1 200"), "{response:?}");
+        assert_eq!(counters.accepted.load(Ordering::Relaxed), 1);
+        server.abort();
+    }
+
+    #[test]
+    fn refusals_are_reported_at_most_once_per_period() {
+        let mut report = Report::default();
+        let t0 = clock::now();
+        assert!(due(&mut report.last_refused, t0));
+        assert!(!due(&mut report.last_refused, t0 + Duration::from_secs(1)));
+        assert!(
+            due(&mut report.last_error, t0 + Duration::from_secs(1)),
+            "errors have their own period"
+        );
+        assert!(due(&mut report.last_refused, t0 + REFUSAL_LOG_EVERY));
+    }
+}
