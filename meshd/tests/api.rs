@@ -691,3 +691,21 @@ fn a_request_body_that_trickles_is_answered_408_at_the_body_timeout() {
     assert!(clock::now() - start >= meshd::api::server::BODY_TIMEOUT - Duration::from_millis(200));
     assert!(server.client().networks().unwrap().is_empty());
 }
+
+#[test]
+fn a_request_head_over_the_limit_is_refused() {
+    let server = Server::start("big-head", false, NodeTask::Answers);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let filler = "a".repeat(meshd::api::listener::MAX_HEAD);
+    // The server may close before all of it is written; what it answered is read below.
+    let _ = write!(
+        stream,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Big: {filler}\r\n\r\n"
+    );
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(server.client().status().unwrap(), expected_status());
+}

@@ -11,7 +11,8 @@
 //! - **A deadline for the request head** ([`Limits::head_timeout`]): it runs from the moment the
 //!   server waits for a request (a new connection, or a kept-alive one after its response) until the
 //!   request's head has fully arrived. It bounds a slow sender (slowloris) and is the keep-alive idle
-//!   timeout: an idle connection is closed when it passes.
+//!   timeout: an idle connection is closed when it passes. A head over [`MAX_HEAD`] gets `431`, and a
+//!   connection buffers at most [`MAX_BUFFER`].
 //! - **A lifetime** ([`Limits::lifetime`]): after it the connection is closed once its response is
 //!   out, and at [`Limits::lifetime`] plus [`NODE_TIMEOUT`] whatever it is doing. A request body must
 //!   arrive within [`super::server::BODY_TIMEOUT`].
@@ -44,6 +45,11 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection is kept before it is closed after its current response.
 pub const LIFETIME: Duration = Duration::from_secs(60);
+/// The largest request head taken; a larger one gets `431` and the connection is closed.
+pub const MAX_HEAD: usize = 16 << 10;
+/// The most a connection buffers of a request, so a listener's connections hold at most
+/// `MAX_CONNECTIONS` times this.
+pub const MAX_BUFFER: usize = 64 << 10;
 /// The pause after a failed `accept`, so that a lack of file descriptors does not spin.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Refused connections and accept errors are reported at most this often.
@@ -210,6 +216,8 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_timeout)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_BUFFER)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
