@@ -124,7 +124,7 @@ fn idle_api_connections_under_a_low_file_limit_leave_the_daemon_running() {
         assert!(mesh.ctl.exited().is_none(), "{}", mesh.ctl.log_tail(40));
         let log = mesh.ctl.log_tail(400);
         assert!(
-            log.contains("connection slots are taken"),
+            log.contains("over the cap: all 64 slots taken"),
             "the refused connections must be reported in the log:\n{log}"
         );
         // The TCP API answers a real request again, with the token.

@@ -169,36 +169,37 @@ pub async fn serve_router(listener: Listener, router: Router, limits: Limits, co
                 continue;
             }
         };
+        let (io, peer): (Box<dyn Io>, Peer) = match accepted {
+            Accepted::Tcp(stream, addr) => (Box::new(stream), Peer::Tcp(addr)),
+            Accepted::Unix(stream, Some(uid)) => (Box::new(stream), Peer::Unix { uid }),
+            Accepted::Unix(_, None) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                report.refused(
+                    now,
+                    &name,
+                    "from users that are neither root nor the daemon's user",
+                );
+                continue;
+            }
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             counters.refused.fetch_add(1, Ordering::Relaxed);
-            report.refused(now, &name, "all", limits.max_connections);
+            let why = format!("over the cap: all {} slots taken", limits.max_connections);
+            report.refused(now, &name, &why);
             continue; // dropping the stream closes it
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let router = router.clone();
-        match accepted {
-            Accepted::Tcp(stream, addr) => {
-                tokio::spawn(async move {
-                    serve_connection(stream, Peer::Tcp(addr), router, limits).await;
-                    drop(permit);
-                });
-            }
-            Accepted::Unix(stream, Some(uid)) => {
-                tokio::spawn(async move {
-                    serve_connection(stream, Peer::Unix { uid }, router, limits).await;
-                    drop(permit);
-                });
-            }
-            Accepted::Unix(_, None) => {
-                counters.accepted.fetch_sub(1, Ordering::Relaxed);
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "admin API on {name}: refused a client that is neither root nor the daemon's user"
-                );
-            }
-        }
+        tokio::spawn(async move {
+            serve_connection(io, peer, router, limits).await;
+            drop(permit);
+        });
     }
 }
+
+/// A connection of either kind.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 enum Accepted {
     Tcp(tokio::net::TcpStream, std::net::SocketAddr),
@@ -207,10 +208,7 @@ enum Accepted {
 }
 
 /// One connection: HTTP/1.1 with keep-alive, under the head timeout and the lifetime.
-async fn serve_connection<I>(io: I, peer: Peer, router: Router, limits: Limits)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve_connection(io: Box<dyn Io>, peer: Peer, router: Router, limits: Limits) {
     let service = TowerToHyperService::new(router.layer(Extension(peer)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -259,12 +257,12 @@ fn due(last: &mut Option<Instant>, now: Instant) -> bool {
 }
 
 impl Report {
-    fn refused(&mut self, now: Instant, name: &str, what: &str, cap: usize) {
+    fn refused(&mut self, now: Instant, name: &str, why: &str) {
         self.refused_since += 1;
         if due(&mut self.last_refused, now) {
             tracing::warn!(
-                "admin API on {name}: {what} {cap} connection slots are taken; closed {} new connection(s) \
-                 at once (reported at most every {} s)",
+                "admin API on {name}: closed {} new connection(s) at once since the last report, {why} \
+                 (reported at most every {} s)",
                 self.refused_since,
                 REFUSAL_LOG_EVERY.as_secs()
             );
