@@ -709,3 +709,39 @@ fn a_request_head_over_the_limit_is_refused() {
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     assert_eq!(server.client().status().unwrap(), expected_status());
 }
+
+#[test]
+fn the_unix_socket_refuses_other_users_even_when_its_mode_lets_them_in() {
+    use std::os::unix::process::CommandExt;
+    let server = Server::start("unix-other-user", false, NodeTask::Answers);
+    // An operator's mistake: the directory and the socket opened to everyone.
+    std::fs::set_permissions(&server.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = server.dir.join("other.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\napi_tcp = false\n",
+            server.dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["--config", config.to_str().unwrap(), "status"])
+        .env("LOG_LEVEL", "silent")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("router"), "{stderr}");
+    assert_eq!(
+        server.unix_counters.refused.load(Ordering::Relaxed),
+        1,
+        "{stderr}"
+    );
+    // The daemon's user still gets in.
+    assert_eq!(server.unix_client().status().unwrap(), expected_status());
+}
