@@ -261,8 +261,8 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<NodeStatus>, 
     Ok(Json(status))
 }
 
-/// Puts a status's peers in the order `meshd status` shows them: by name, then by public key (peers
-/// without a name, or with the same one, stay in a stable order).
+/// Puts a status's peers in the order `meshd status` shows them: by name, then by public key (so
+/// peers of the same name, or none, keep one order from call to call).
 pub fn sort_peers(status: &mut NodeStatus) {
     status
         .peers
@@ -275,7 +275,8 @@ async fn join(State(state): State<Arc<ApiState>>, JsonBody(req): JsonBody<JoinRe
     tracing::info!("admin API: joining through the controller at {}", req.controller);
     let controller = req.controller;
     // A closed port answers with ICMP "port unreachable" at once; the join itself would wait for
-    // its timeout. Whichever comes first answers; the mesh task drops a join whose caller left.
+    // its timeout. Whichever comes first answers; the mesh task forgets a join whose caller left
+    // when the next join comes, so that one may follow at once.
     let answer = tokio::select! {
         answer = ask_node(&state, |reply| NodeRequest::Join(req, reply)) => answer,
         error = join_probe::unreachable(controller) => Ok(Err(join_probe::failure(controller, &error))),
