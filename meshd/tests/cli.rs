@@ -74,7 +74,15 @@ fn every_command_has_help_that_names_its_options() {
         ),
         (
             &["up", "--help"],
-            &["foreground", "LOG_LEVEL", "--config", "Examples"],
+            &[
+                "foreground",
+                "LOG_LEVEL",
+                "NO_COLOR",
+                "--config",
+                "--print-config",
+                "docs/config.md",
+                "Examples",
+            ],
         ),
         (&["network", "--help"], &["create", "list", "show"]),
         (
