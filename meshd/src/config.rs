@@ -5,10 +5,12 @@
 //! state_dir = "/var/lib/meshd"   # node key, membership, last map, controller database, API token
 //! interface = "mesh0"            # the TUN device; `wg show mesh0` works on it
 //! listen_port = 51820            # UDP port of the tunnel and of meshd's control messages (0: any)
-//! api = "127.0.0.1:7450"         # admin API; loopback addresses only
+//! api = "127.0.0.1:7450"         # admin API over TCP; loopback addresses only, port not 0
+//! api_tcp = true                 # serve `api` too (the CLI uses <state_dir>/api.sock either way)
 //!
 //! [controller]
 //! enabled = false                # run the controller (networks, members, tokens) in this daemon
+//! # name = "border"              # the controller's own node's name [default: the host name]
 //!
 //! [routing]                      # a node whose network has an ingress: its public addresses
 //! table = 200                    # route table with `default dev mesh0` for traffic from them
@@ -30,14 +32,15 @@
 //! rule_priority = 1000           # priority of `ip rule from <block> iif mesh0 lookup <egress_table>`
 //! ```
 //!
-//! The CLI reads the same file to find the API address and the token file, so `meshd --config FILE
-//! ...` talks to the daemon started with `meshd up --config FILE`.
+//! The CLI reads the same file to find the API socket (or address and token file), so `meshd --config
+//! FILE ...` talks to the daemon started with `meshd up --config FILE`. Every key, with its default and
+//! an example, is in `docs/config.md`; `meshd up --print-config` prints the configuration in effect.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where `meshd` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/meshd/meshd.toml";
@@ -49,27 +52,39 @@ pub const DEFAULT_API_PORT: u16 = 7450;
 
 /// The file under the state directory that holds the admin API's bearer token (mode 0600).
 pub const API_TOKEN_FILE: &str = "api-token";
+/// The admin API's Unix socket under the state directory (mode 0600), which the CLI uses.
+pub const API_SOCKET_FILE: &str = "api.sock";
+/// The lock file under the state directory: held by the running daemon, holding its pid.
+pub const LOCK_FILE: &str = "meshd.lock";
+/// The longest interface name Linux takes (IFNAMSIZ less the terminating NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub state_dir: PathBuf,
     pub interface: String,
     pub listen_port: u16,
+    /// The admin API's loopback TCP address, served when `api_tcp` is on.
     pub api: SocketAddr,
+    /// Whether to serve the admin API on `api` as well as on the Unix socket in the state directory.
+    pub api_tcp: bool,
     pub controller: ControllerConfig,
     pub routing: RoutingConfig,
     pub ingress: IngressConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControllerConfig {
     pub enabled: bool,
+    /// The name of the controller's own node in its networks (what members' `meshd status` shows);
+    /// the host name when unset.
+    pub name: Option<String>,
 }
 
 /// Source-based policy routing on a node that holds a public address from its network's block.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// The table `default dev <interface>` goes into; the node's rules look it up.
@@ -93,7 +108,7 @@ impl Default for RoutingConfig {
 }
 
 /// The ingress role: announcing the network's block through BIRD and forwarding its traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
     pub enabled: bool,
@@ -138,6 +153,7 @@ impl Default for Config {
             interface: DEFAULT_INTERFACE.to_string(),
             listen_port: DEFAULT_LISTEN_PORT,
             api: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_API_PORT)),
+            api_tcp: true,
             controller: ControllerConfig::default(),
             routing: RoutingConfig::default(),
             ingress: IngressConfig::default(),
@@ -216,16 +232,16 @@ impl Config {
                 self.api
             ));
         }
-        if self.interface.is_empty()
-            || self.interface.len() > 15
-            || self.interface.contains(['/', ' ', '\0'])
-            || self.interface == "."
-            || self.interface == ".."
-        {
+        if self.api.port() == 0 {
             return Err(format!(
-                "interface = {:?} is not a Linux interface name (1 to 15 characters, no '/' or spaces)",
-                self.interface
+                "api = \"{}\" has port 0, which would put the admin API on a random port the CLI \
+                 cannot find; give a fixed port, such as {DEFAULT_API_PORT}",
+                self.api
             ));
+        }
+        check_interface_name(&self.interface)?;
+        if let Some(name) = &self.controller.name {
+            check_node_name(name)?;
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err("state_dir is empty; give a directory such as \"/var/lib/meshd\"".to_string());
@@ -323,6 +339,63 @@ impl Config {
     pub fn api_token_path(&self) -> PathBuf {
         self.state_dir.join(API_TOKEN_FILE)
     }
+
+    /// The admin API's Unix socket.
+    pub fn api_socket_path(&self) -> PathBuf {
+        self.state_dir.join(API_SOCKET_FILE)
+    }
+
+    /// The state directory's lock file.
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join(LOCK_FILE)
+    }
+
+    /// The configuration as TOML, every key with its value in effect (unset optional keys are left
+    /// out), for `meshd up --print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+/// An interface name meshd can create: 1 to 15 (IFNAMSIZ - 1) letters, digits, `-`, `_` and `.`, not
+/// `.` or `..`. (Linux takes more, such as `:` and non-ASCII bytes, which tools and scripts trip on.)
+/// Whether the name is taken by an interface that is not meshd's is checked when the daemon starts.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    let fits = !name.is_empty()
+        && name.len() <= MAX_INTERFACE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name != "."
+        && name != "..";
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "interface = {name:?} is not an interface name meshd can use: 1 to {MAX_INTERFACE_NAME} \
+             characters, each a letter, a digit, '-', '_' or '.' (for example \"{DEFAULT_INTERFACE}\")"
+        ))
+    }
+}
+
+/// A name for the controller's own node: a DNS label (1 to 63 lower-case letters, digits and `-`, not
+/// starting or ending with `-`), so it reads the same in every listing and can serve as a host name.
+fn check_node_name(name: &str) -> Result<(), String> {
+    let fits = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "[controller] name = {name:?} is not a name meshd can use: 1 to 63 lower-case letters, \
+             digits and '-', not starting or ending with '-' (for example \"border\")"
+        ))
+    }
 }
 
 /// Tables the kernel gives a meaning: unspec, default, main and local.
@@ -399,6 +472,108 @@ mod tests {
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(word), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_api_port_of_0_is_refused() {
+        let e = Config::parse("api = \"127.0.0.1:0\"\n").unwrap_err().to_string();
+        assert!(e.contains("port 0") && e.contains("7450"), "{e}");
+        assert!(Config::parse("api = \"127.0.0.1:7451\"\napi_tcp = false\n").is_ok());
+    }
+
+    #[test]
+    fn interface_names_are_checked_by_their_characters_and_length() {
+        for bad in [
+            "",
+            "a\nb",
+            "mesh 0",
+            "a/b",
+            "mesh:0",
+            ".",
+            "..",
+            "0123456789abcdef",
+            "mésh",
+            "a\0",
+        ] {
+            let text = format!("interface = {bad:?}\n").replace("\\0", "\\u0000");
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("interface") && e.contains("15 characters"),
+                "{bad:?}: {e}"
+            );
+        }
+        for good in ["mesh0", "wg-lab", "m_1.2", "0123456789abcde"] {
+            let c = Config::parse(&format!("interface = {good:?}\n")).unwrap();
+            assert_eq!(c.interface, good);
+        }
+    }
+
+    #[test]
+    fn the_controller_can_name_its_node() {
+        let c = Config::parse("[controller]\nenabled = true\nname = \"border\"\n").unwrap();
+        assert_eq!(c.controller.name.as_deref(), Some("border"));
+        assert_eq!(Config::default().controller.name, None);
+        for bad in ["", "Border", "-x", "x-", "a b", "\u{202e}x"] {
+            let e = Config::parse(&format!("[controller]\nname = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("[controller] name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_the_same() {
+        let c = Config::parse(
+            "state_dir = \"/tmp/x\"\ninterface = \"m1\"\napi_tcp = false\n[controller]\nenabled = true\n\
+             name = \"border\"\n[routing]\nfwmark = 7\n[ingress]\nenabled = true\nupstream = \"isp\"\n\
+             egress_gateway = \"192.0.2.1\"\negress_gateway6 = \"2001:db8::1\"\n",
+        )
+        .unwrap();
+        let printed = c.to_toml();
+        assert_eq!(Config::parse(&printed).unwrap(), c, "{printed}");
+        assert_eq!(
+            Config::parse(&Config::default().to_toml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    /// Every key of the configuration, as `section.key` (top-level keys without a section), read from
+    /// the struct itself through serde so that a new key cannot be missed.
+    fn every_key() -> Vec<(Option<String>, String)> {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        for (key, v) in value.as_object().unwrap() {
+            match v.as_object() {
+                Some(table) => keys.extend(table.keys().map(|k| (Some(key.clone()), k.clone()))),
+                None => keys.push((None, key.clone())),
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented_in_docs_config_md() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config.md")).unwrap();
+        let section = |name: Option<&str>| -> String {
+            let heading = match name {
+                Some(n) => format!("## `[{n}]`"),
+                None => "## Top level".to_string(),
+            };
+            let start = doc
+                .find(&heading)
+                .unwrap_or_else(|| panic!("docs/config.md has no heading {heading:?}"));
+            let rest = &doc[start + heading.len()..];
+            rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+        };
+        let keys = every_key();
+        assert!(keys.len() >= 20, "{keys:?}");
+        for (table, key) in keys {
+            let text = section(table.as_deref());
+            assert!(
+                text.contains(&format!("| `{key}` |")),
+                "docs/config.md does not document `{key}` in its {table:?} section"
+            );
         }
     }
 

@@ -1,14 +1,20 @@
-//! The admin API end to end over a real loopback socket: `serve` with a temporary controller store and
-//! a stand-in for the mesh task, driven by the CLI's own client.
+//! The admin API end to end over a real loopback socket and the Unix socket: `serve` with a temporary
+//! controller store and a stand-in for the mesh task, driven by the CLI's own client; and raw
+//! connections that misbehave (idle, over the cap, slow), bounded in count and time.
 
 mod api_harness;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use api_harness::{NodeTask, Server, sample_status};
+use api_harness::{NodeTask, Server, expected_status, sample_status};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use meshd::api::controller::{CreateNetwork, CreateToken, TokenState};
+use meshd::api::listener::{HEAD_TIMEOUT, MAX_CONNECTIONS};
 use meshd::api::node::{JoinFailureKind, JoinRequest};
 use meshd::api::{ApiClient, ApiToken, ClientError, encode_key};
 use meshd::sys::clock;
@@ -372,14 +378,14 @@ fn controller_routes_need_the_controller() {
         assert!(message.contains("[controller] enabled = true"), "{message}");
     }
     // The node routes still work.
-    assert_eq!(client.status().unwrap(), sample_status());
+    assert_eq!(client.status().unwrap(), expected_status());
 }
 
 #[test]
 fn node_routes_go_to_the_mesh_task() {
     let server = Server::start("node", false, NodeTask::Answers);
     let client = server.client();
-    assert_eq!(client.status().unwrap(), sample_status());
+    assert_eq!(client.status().unwrap(), expected_status());
 
     let request = |token: &str| JoinRequest {
         token: token.into(),
@@ -442,4 +448,300 @@ fn a_stopped_daemon_is_named_with_a_hint() {
         text.contains(&addr.to_string()) && text.contains("meshd up"),
         "{text}"
     );
+}
+
+#[test]
+fn status_lists_peers_by_name_then_key() {
+    let server = Server::start("sorted", false, NodeTask::Answers);
+    assert_ne!(
+        sample_status().peers,
+        expected_status().peers,
+        "the stand-in's peers should be out of order"
+    );
+    for client in [server.client(), server.unix_client()] {
+        let names: Vec<(String, String)> = client
+            .status()
+            .unwrap()
+            .peers
+            .into_iter()
+            .map(|p| (p.name, p.public_key))
+            .collect();
+        let expected: Vec<(String, String)> = expected_status()
+            .peers
+            .into_iter()
+            .map(|p| (p.name, p.public_key))
+            .collect();
+        assert_eq!(names, expected);
+    }
+}
+
+// ---- connections: the Unix socket, the cap, the head timeout ----
+
+#[test]
+fn the_unix_socket_is_private_and_needs_no_token() {
+    let server = Server::start("unix", true, NodeTask::Answers);
+    let meta = std::fs::symlink_metadata(&server.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // No token on the socket, and the controller routes work too.
+    let client = server.unix_client();
+    assert_eq!(client.status().unwrap(), expected_status());
+    client.create_network(&lab()).unwrap();
+    assert_eq!(client.networks().unwrap().len(), 1);
+    // TCP still needs it.
+    let (status, _) = api_error(ApiClient::with_bearer(server.addr, None).networks());
+    assert_eq!(status, 401);
+    assert_eq!(server.unix_counters.refused.load(Ordering::Relaxed), 0);
+}
+
+/// A TCP connection to `server` that sends nothing, non-blocking so that [`closed`] can look at it.
+fn idle_connection(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (end of stream or a reset), reading whatever it sent first;
+/// never waits.
+fn closed(mut stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Polls every 20 ms until `cond` holds, failing with `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = clock::now();
+    while !cond() {
+        assert!(clock::now() - start < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clock::now() - start
+}
+
+#[test]
+fn idle_connections_over_the_cap_are_closed_at_once_the_rest_at_the_head_timeout() {
+    let server = Server::start("idle", false, NodeTask::Answers);
+    let over = 36;
+    let start = clock::now();
+    let connections: Vec<TcpStream> = (0..MAX_CONNECTIONS + over)
+        .map(|_| idle_connection(&server))
+        .collect();
+    let mut is_closed = vec![false; connections.len()];
+    let mut count_closed = || {
+        for (c, done) in connections.iter().zip(is_closed.iter_mut()) {
+            *done = *done || closed(c);
+        }
+        is_closed.iter().filter(|d| **d).count()
+    };
+    // The ones over the cap go at once; the others stay until the head timeout.
+    wait_until(
+        "the connections over the cap are closed",
+        Duration::from_secs(2),
+        || count_closed() >= over,
+    );
+    assert_eq!(
+        count_closed(),
+        over,
+        "more than the connections over the cap were closed"
+    );
+    assert!(clock::now() - start < HEAD_TIMEOUT);
+
+    // Meanwhile the Unix socket, which has its own cap, answers; a new TCP connection is closed at
+    // once rather than left hanging.
+    assert_eq!(server.unix_client().status().unwrap(), expected_status());
+    let asked = clock::now();
+    assert!(server.client().status().is_err());
+    assert!(clock::now() - asked < Duration::from_secs(2));
+
+    // Every idle connection is gone by the head timeout, and TCP answers again.
+    let total = connections.len();
+    wait_until(
+        "every idle connection is closed",
+        HEAD_TIMEOUT + Duration::from_secs(3),
+        || count_closed() == total,
+    );
+    assert!(
+        clock::now() - start >= HEAD_TIMEOUT - Duration::from_millis(200),
+        "idle connections under the cap were closed before the head timeout"
+    );
+    assert_eq!(server.client().status().unwrap(), expected_status());
+}
+
+#[test]
+fn a_kept_alive_connection_is_closed_when_idle_for_the_head_timeout() {
+    let server = Server::start("keepalive", false, NodeTask::Answers);
+    let token = ApiToken::load(&server.token_path).unwrap();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.expose()
+    )
+    .unwrap();
+    // Read the response (its head and Content-Length body), which leaves the connection idle.
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    let complete = |r: &[u8]| {
+        let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        r.len() >= end + 4 + len
+    };
+    while !complete(&response) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response was complete");
+        response.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let answered = clock::now();
+    stream.set_nonblocking(true).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!closed(&stream), "keep-alive was not honoured");
+    wait_until(
+        "the idle kept-alive connection is closed",
+        HEAD_TIMEOUT + Duration::from_secs(2),
+        || closed(&stream),
+    );
+    assert!(clock::now() - answered >= HEAD_TIMEOUT - Duration::from_millis(200));
+}
+
+#[test]
+fn a_request_head_sent_a_byte_a_second_is_cut_at_the_head_timeout() {
+    let server = Server::start("slowloris", false, NodeTask::Answers);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let head = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    let bytes = head.iter().chain(std::iter::repeat(&b'a'));
+    let start = clock::now();
+    let limit = HEAD_TIMEOUT + Duration::from_secs(3);
+    let mut sent = 0;
+    for &byte in bytes {
+        if stream.write(&[byte]).is_err() || closed(&stream) {
+            break;
+        }
+        sent += 1;
+        assert!(
+            clock::now() - start < limit,
+            "a head still arriving after {limit:?} ({sent} bytes) was not cut"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let elapsed = clock::now() - start;
+    assert!(
+        elapsed >= HEAD_TIMEOUT - Duration::from_millis(200) && sent >= 4,
+        "cut after {elapsed:?} and {sent} bytes, before the head timeout"
+    );
+    // The server is fine.
+    assert_eq!(server.client().status().unwrap(), expected_status());
+}
+
+#[test]
+fn a_request_body_that_trickles_is_answered_408_at_the_body_timeout() {
+    let server = Server::start("slow-body", true, NodeTask::Answers);
+    let token = ApiToken::load(&server.token_path).unwrap();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/networks HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 64\r\n\r\n{{",
+        token.expose()
+    )
+    .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let start = clock::now();
+    let limit = meshd::api::server::BODY_TIMEOUT + Duration::from_secs(3);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+                assert!(clock::now() - start < limit, "no answer to a trickling body");
+                let _ = stream.write(b" ");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(clock::now() - start >= meshd::api::server::BODY_TIMEOUT - Duration::from_millis(200));
+    assert!(server.client().networks().unwrap().is_empty());
+}
+
+#[test]
+fn a_request_head_over_the_limit_is_refused() {
+    let server = Server::start("big-head", false, NodeTask::Answers);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let filler = "a".repeat(meshd::api::listener::MAX_HEAD);
+    // The server may close before all of it is written; what it answered is read below.
+    let _ = write!(
+        stream,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Big: {filler}\r\n\r\n"
+    );
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(server.client().status().unwrap(), expected_status());
+}
+
+#[test]
+fn the_unix_socket_refuses_other_users_even_when_its_mode_lets_them_in() {
+    use std::os::unix::process::CommandExt;
+    let server = Server::start("unix-other-user", false, NodeTask::Answers);
+    // An operator's mistake: the directory and the socket opened to everyone.
+    std::fs::set_permissions(&server.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = server.dir.join("other.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\napi_tcp = false\n",
+            server.dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["--config", config.to_str().unwrap(), "status"])
+        .env("LOG_LEVEL", "silent")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("router"), "{stderr}");
+    assert_eq!(
+        server.unix_counters.refused.load(Ordering::Relaxed),
+        1,
+        "{stderr}"
+    );
+    // The daemon's user still gets in.
+    assert_eq!(server.unix_client().status().unwrap(), expected_status());
 }

@@ -74,7 +74,15 @@ fn every_command_has_help_that_names_its_options() {
         ),
         (
             &["up", "--help"],
-            &["foreground", "LOG_LEVEL", "--config", "Examples"],
+            &[
+                "foreground",
+                "LOG_LEVEL",
+                "NO_COLOR",
+                "--config",
+                "--print-config",
+                "docs/config.md",
+                "Examples",
+            ],
         ),
         (&["network", "--help"], &["create", "list", "show"]),
         (
@@ -352,4 +360,202 @@ fn node_commands_against_the_api() {
     let output = run(&config, &["network", "list"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("[controller] enabled = true"));
+}
+
+#[test]
+fn the_cli_uses_the_unix_socket_without_the_token_file() {
+    let server = Server::start("cli-unix", false, NodeTask::Answers);
+    let config = config_for(&server);
+    // Without the token file, TCP could not be used: the status comes over the socket.
+    std::fs::remove_file(&server.token_path).unwrap();
+    let status = ok(&config, &["status"]);
+    assert!(status.contains("router"), "{status}");
+    // With `api_tcp = false` and no socket, the error names the socket.
+    let dir = std::env::temp_dir().join(format!("meshd-cli-test-{}-nosocket", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("meshd.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\napi_tcp = false\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let output = run(&config, &["status"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&*dir.join("api.sock").to_string_lossy()) && stderr.contains("meshd up"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn status_lists_peers_by_name_then_key_in_text_and_json() {
+    let server = Server::start("cli-sorted", false, NodeTask::Answers);
+    let config = config_for(&server);
+    let status = ok(&config, &["status"]);
+    let rows: Vec<&str> = status
+        .lines()
+        .skip_while(|l| !l.starts_with("NAME"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 3, "{status}");
+    assert!(
+        rows[0].starts_with("alpha") && rows[0].contains("10.77.0.3"),
+        "{status}"
+    );
+    assert!(
+        rows[1].starts_with("alpha") && rows[1].contains("10.77.0.4"),
+        "{status}"
+    );
+    assert!(rows[2].starts_with("router"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&config, &["status", "--json"])).unwrap();
+    let ips: Vec<&str> = json["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["mesh_ipv4"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["10.77.0.3", "10.77.0.4", "10.77.0.1"]);
+}
+
+#[test]
+fn join_to_a_closed_port_fails_at_once() {
+    let server = Server::start("cli-closed-port", false, NodeTask::Answers);
+    let config = config_for(&server);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let controller = format!("127.0.0.1:{port}");
+    // `hang`: the stand-in mesh task never answers, as a join to a silent controller.
+    let started = meshd::sys::clock::now();
+    let output = run(&config, &["join", "hang", "--controller", &controller]);
+    let took = meshd::sys::clock::now() - started;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("port unreachable") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "took {took:?} to notice a closed port"
+    );
+}
+
+/// A state directory and a configuration in it for `meshd up` tests that stop before the interface.
+fn up_dir(name: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("meshd-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("meshd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\ninterface = \"meshcli9\"\napi = \"127.0.0.1:7459\"\n{extra}",
+            dir.join("state").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn up_prints_its_configuration() {
+    let (dir, config) = up_dir("print", "[controller]\nname = \"border\"\n");
+    let printed = ok(&config, &["up", "--print-config"]);
+    let parsed = meshd::config::Config::parse(&printed).unwrap();
+    let expected = meshd::config::Config::load(&config, true).unwrap();
+    assert_eq!(parsed, expected, "{printed}");
+    for needle in [
+        "interface = \"meshcli9\"",
+        "listen_port = 51820",
+        "api_tcp = true",
+        "[controller]",
+        "name = \"border\"",
+        "[routing]",
+        "[ingress]",
+        "hold_down_secs = 10",
+    ] {
+        assert!(printed.contains(needle), "{needle:?} not in\n{printed}");
+    }
+    assert!(!dir.join("state").exists(), "--print-config started something");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn up_refuses_bad_api_ports_and_interface_names_with_clear_errors() {
+    for (extra, words) in [
+        ("api = \"127.0.0.1:0\"\n", &["port 0"][..]),
+        ("interface = \"mesh\\n0\"\n", &["interface", "15 characters"]),
+        ("interface = \"lo\"\n", &["\"lo\"", "exists and is not meshd's"]),
+    ] {
+        let (dir, config) = up_dir("refusals", "");
+        // Later keys of the same name would be a TOML error: replace the line instead.
+        let original = std::fs::read_to_string(&config).unwrap();
+        let key = extra.split(' ').next().unwrap();
+        let kept: String = original
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&config, format!("{kept}{extra}")).unwrap();
+        let output = run(&config, &["up"]);
+        assert_eq!(output.status.code(), Some(1), "{extra}");
+        let stderr = text(&output.stderr);
+        for word in words {
+            assert!(stderr.contains(word), "{extra}: {word:?} not in {stderr}");
+        }
+        assert!(!stderr.contains("root"), "{extra}: a misleading hint: {stderr}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn up_refuses_a_state_directory_another_process_holds() {
+    let (dir, config) = up_dir("locked", "");
+    let state = dir.join("state");
+    meshd::sys::files::ensure_private_dir(&state).unwrap();
+    let held = meshd::sys::files::lock(&state.join("meshd.lock")).unwrap();
+    let output = run(&config, &["up"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        !state.join("node.key").exists(),
+        "the second daemon went on after the lock"
+    );
+    drop(held);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    // A token file others can read stops `meshd up` after it has logged the node key, before the
+    // interface.
+    let (dir, config) = up_dir("colour", "");
+    let state = dir.join("state");
+    meshd::sys::files::ensure_private_dir(&state).unwrap();
+    let token = state.join("api-token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["--config", config.to_str().unwrap(), "up"])
+        .env("LOG_LEVEL", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("node key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "colour codes in a pipe: {stderr:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

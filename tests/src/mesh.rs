@@ -226,6 +226,13 @@ impl MeshNode {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon
+            .as_ref()
+            .and_then(|d| u32::try_from(d.pid().as_raw()).ok())
+    }
+
     /// Whether the daemon has exited (it is reaped here).
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.daemon.as_mut().and_then(Background::exited)
@@ -482,12 +489,13 @@ impl<'l> Underlay<'l> {
     }
 }
 
-/// Writes a meshd configuration for `name` in the lab directory and returns its path.
-fn write_config(lab: &Lab, name: &str, interface: &str, controller: bool) -> PathBuf {
+/// Writes a meshd configuration for `name` in the lab directory and returns its path;
+/// `controller_keys` are more lines of its `[controller]` table.
+fn write_config(lab: &Lab, name: &str, interface: &str, controller: bool, controller_keys: &str) -> PathBuf {
     let state_dir = lab.dir().join(format!("{name}-state"));
     let text = format!(
         "state_dir = \"{}\"\ninterface = \"{interface}\"\nlisten_port = {PORT}\n\
-         api = \"127.0.0.1:7450\"\n\n[controller]\nenabled = {controller}\n",
+         api = \"127.0.0.1:7450\"\n\n[controller]\nenabled = {controller}\n{controller_keys}",
         state_dir.display()
     );
     let path = lab.dir().join(format!("{name}.toml"));
@@ -531,6 +539,12 @@ impl<'l> Mesh<'l> {
     /// joining it.
     #[track_caller]
     pub fn start(lab: &'l Lab, specs: &[NodeSpec]) -> Mesh<'l> {
+        Mesh::start_with(lab, specs, "")
+    }
+
+    /// [`Mesh::start`] with more lines in the controller's `[controller]` table (`name = "border"`).
+    #[track_caller]
+    pub fn start_with(lab: &'l Lab, specs: &[NodeSpec], controller_keys: &str) -> Mesh<'l> {
         let bin = meshd_binary();
         let mut underlay = Underlay::new(lab);
         let ctl = start_node(
@@ -542,6 +556,7 @@ impl<'l> Mesh<'l> {
                 uplink: Uplink::Public(CONTROLLER_UNDERLAY),
             },
             true,
+            controller_keys,
         );
         let mut mesh = Mesh {
             ctl,
@@ -582,7 +597,7 @@ impl<'l> Mesh<'l> {
     /// Starts one more node (not joined).
     #[track_caller]
     pub fn add_node(&mut self, spec: NodeSpec) -> &MeshNode {
-        let node = start_node(&mut self.underlay, &self.bin, spec, false);
+        let node = start_node(&mut self.underlay, &self.bin, spec, false, "");
         self.nodes.push(node);
         self.nodes.last().expect("just pushed")
     }
@@ -703,14 +718,26 @@ impl<'l> Mesh<'l> {
 }
 
 #[track_caller]
-fn start_node(underlay: &mut Underlay<'_>, bin: &Path, spec: NodeSpec, controller: bool) -> MeshNode {
+fn start_node(
+    underlay: &mut Underlay<'_>,
+    bin: &Path,
+    spec: NodeSpec,
+    controller: bool,
+    controller_keys: &str,
+) -> MeshNode {
     assert!(
         !crate::wg::socket_path(spec.interface).exists(),
         "interface names must be unique within a test: {} is taken",
         spec.interface
     );
     let (ns, public_addr) = underlay.host(spec.name, spec.uplink);
-    let config = write_config(underlay.lab(), spec.name, spec.interface, controller);
+    let config = write_config(
+        underlay.lab(),
+        spec.name,
+        spec.interface,
+        controller,
+        controller_keys,
+    );
     let mut node = MeshNode {
         name: spec.name.to_owned(),
         ns,

@@ -1,6 +1,8 @@
 //! A small blocking client for the admin API, as the CLI uses it.
 //!
-//! The server is meshd's own, on loopback, so this speaks just enough HTTP/1.1: one request per
+//! It prefers the daemon's Unix socket (`<state_dir>/api.sock`, no token needed) and uses the loopback
+//! TCP address with the bearer token only when there is no socket. The server is meshd's own, so this
+//! speaks just enough HTTP/1.1: one request per
 //! connection (`Connection: close`), the response read to the end, its body framed by
 //! `Content-Length`, by chunked transfer coding, or by the end of the stream. No TLS, no redirects, no
 //! keep-alive. Timeouts: 2 s to connect, 30 s for each read (a join waits for the controller, up to
@@ -9,6 +11,8 @@
 use core::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -28,17 +32,35 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A response larger than this is not from meshd.
 const MAX_RESPONSE: u64 = 64 << 20;
 
+/// Where the API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The daemon's Unix socket.
+    Unix(PathBuf),
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Unix(path) => write!(f, "{}", path.display()),
+            Target::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug)]
 pub enum ClientError {
     /// The API token file could not be read; the error names it and says what to do.
     Token(io::Error),
     /// Nothing accepted the connection.
-    Connect { addr: SocketAddr, error: io::Error },
+    Connect { addr: Target, error: io::Error },
     /// The connection broke or timed out.
-    Io { addr: SocketAddr, error: io::Error },
+    Io { addr: Target, error: io::Error },
     /// What came back is not an HTTP response from meshd.
-    Protocol { addr: SocketAddr, what: String },
+    Protocol { addr: Target, what: String },
     /// The API answered with an error; `message` says what to fix.
     Api { status: u16, message: String },
     /// `POST /v1/join` failed: the controller refused, or did not answer.
@@ -50,16 +72,26 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Token(e) => e.fmt(f),
             ClientError::Connect { addr, error } => match error.kind() {
-                io::ErrorKind::ConnectionRefused => write!(
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => write!(
                     f,
-                    "cannot connect to the meshd API at {addr}: connection refused; is the daemon \
-                     running? Start it with `meshd up` (and give this command the same --config)"
+                    "cannot connect to the meshd API at {addr}: {}; is the daemon running? Start it \
+                     with `meshd up` (and give this command the same --config)",
+                    if error.kind() == io::ErrorKind::NotFound {
+                        "there is no socket there"
+                    } else {
+                        "connection refused"
+                    }
                 ),
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => write!(
                     f,
                     "cannot connect to the meshd API at {addr}: no answer within {} s; is the daemon \
                      running (`meshd up`)?",
                     CONNECT_TIMEOUT.as_secs()
+                ),
+                io::ErrorKind::PermissionDenied => write!(
+                    f,
+                    "cannot connect to the meshd API at {addr}: permission denied; only the user the \
+                     daemon runs as (root, usually) may use it: run this as root, e.g. with sudo"
                 ),
                 _ => write!(f, "cannot connect to the meshd API at {addr}: {error}"),
             },
@@ -112,9 +144,9 @@ impl RawResponse {
     }
 }
 
-/// A client for the API at one address, with the bearer token.
+/// A client for the API at one place: the Unix socket, or a TCP address with the bearer token.
 pub struct ApiClient {
-    addr: SocketAddr,
+    addr: Target,
     token: Option<Zeroizing<String>>,
 }
 
@@ -128,29 +160,48 @@ impl fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
+    /// A client for the TCP address `addr`, sending `token`.
     pub fn new(addr: SocketAddr, token: &ApiToken) -> Self {
         ApiClient {
-            addr,
+            addr: Target::Tcp(addr),
             token: Some(Zeroizing::new(token.expose().to_string())),
         }
     }
 
-    /// The client for the daemon `config` describes: its `api` address and its token file.
+    /// A client for the daemon's Unix socket at `path` (no token needed).
+    pub fn unix(path: &Path) -> Self {
+        ApiClient {
+            addr: Target::Unix(path.to_path_buf()),
+            token: None,
+        }
+    }
+
+    /// The client for the daemon `config` describes: its Unix socket if there is one (or if the
+    /// state directory cannot be looked into, in which case connecting says why), else its `api`
+    /// address with the token file.
     pub fn from_config(config: &Config) -> Result<Self, ClientError> {
+        let socket = config.api_socket_path();
+        let no_socket =
+            matches!(std::fs::symlink_metadata(&socket), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if !no_socket || !config.api_tcp {
+            return Ok(ApiClient::unix(&socket));
+        }
         let token = ApiToken::load(&config.api_token_path()).map_err(ClientError::Token)?;
         Ok(ApiClient::new(config.api, &token))
     }
 
-    /// A client that sends `token` as given, or no `Authorization` header at all.
+    /// A client for the TCP address `addr` that sends `token` as given, or no `Authorization` header
+    /// at all.
     pub fn with_bearer(addr: SocketAddr, token: Option<&str>) -> Self {
         ApiClient {
-            addr,
+            addr: Target::Tcp(addr),
             token: token.map(|t| Zeroizing::new(t.to_string())),
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where this client connects.
+    pub fn target(&self) -> &Target {
+        &self.addr
     }
 
     // ---- node ----
@@ -285,16 +336,31 @@ impl ApiClient {
 
     /// One request, one connection: writes the request, reads the response to the end of the stream.
     pub fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<RawResponse, ClientError> {
-        let addr = self.addr;
-        let io = |error| ClientError::Io { addr, error };
-        let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-            .map_err(|error| ClientError::Connect { addr, error })?;
-        stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let addr = &self.addr;
+        let io = |error| ClientError::Io {
+            addr: addr.clone(),
+            error,
+        };
+        let connect = |error| ClientError::Connect {
+            addr: addr.clone(),
+            error,
+        };
+        let (mut stream, host) = match addr {
+            Target::Tcp(tcp) => {
+                let stream = TcpStream::connect_timeout(tcp, CONNECT_TIMEOUT).map_err(connect)?;
+                stream.set_nodelay(true).map_err(io)?;
+                (Stream::Tcp(stream), tcp.to_string())
+            }
+            // A local socket connects at once or not at all.
+            Target::Unix(path) => (
+                Stream::Unix(UnixStream::connect(path).map_err(connect)?),
+                "localhost".to_string(),
+            ),
+        };
+        stream.set_timeouts(READ_TIMEOUT, WRITE_TIMEOUT).map_err(io)?;
 
         let mut head = Zeroizing::new(format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\
              User-Agent: meshd/{}\r\n",
             env!("CARGO_PKG_VERSION")
         ));
@@ -318,13 +384,62 @@ impl ApiClient {
             .take(MAX_RESPONSE)
             .read_to_end(&mut raw)
             .map_err(io)?;
-        parse_response(&raw).map_err(|what| ClientError::Protocol { addr, what })
+        parse_response(&raw).map_err(|what| ClientError::Protocol {
+            addr: addr.clone(),
+            what,
+        })
     }
 
     fn protocol(&self, e: impl fmt::Display) -> ClientError {
         ClientError::Protocol {
-            addr: self.addr,
+            addr: self.addr.clone(),
             what: e.to_string(),
+        }
+    }
+}
+
+/// A connection to the API, over either transport.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(read))?;
+                s.set_write_timeout(Some(write))
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(read))?;
+                s.set_write_timeout(Some(write))
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
         }
     }
 }
@@ -476,7 +591,7 @@ mod tests {
     #[test]
     fn a_refused_connection_suggests_meshd_up() {
         let e = ClientError::Connect {
-            addr: "127.0.0.1:7450".parse().unwrap(),
+            addr: Target::Tcp("127.0.0.1:7450".parse().unwrap()),
             error: io::ErrorKind::ConnectionRefused.into(),
         };
         let text = e.to_string();

@@ -1,14 +1,21 @@
-//! The admin API: HTTP and JSON on a loopback socket, for the `meshd` CLI and for scripts.
+//! The admin API: HTTP and JSON on a Unix socket for the `meshd` CLI, and on a loopback TCP port for
+//! scripts.
 //!
-//! The daemon serves it with [`serve`]; the CLI talks to it with the blocking [`ApiClient`]. Every
+//! The daemon serves it with [`serve_on`]; the CLI talks to it with the blocking [`ApiClient`]. Every
 //! route, with examples, is in `docs/api.md`. The contract:
 //!
-//! - **Loopback only.** The configuration refuses a non-loopback `api` address, and the server refuses
-//!   a peer that is not on loopback, should it ever see one.
-//! - **A bearer token on every request.** `Authorization: Bearer <token>`, where the token is the
+//! - **Local only.** The Unix socket [`crate::config::Config::api_socket_path`] (mode `0600` in the
+//!   `0700` state directory) serves only the daemon's user and root. The configuration refuses a
+//!   non-loopback `api` address, and the server refuses a TCP peer that is not on loopback, should it
+//!   ever see one.
+//! - **A bearer token on every TCP request.** `Authorization: Bearer <token>`, where the token is the
 //!   contents of the file [`crate::config::Config::api_token_path`] (mode `0600`, made by the daemon on
 //!   its first start; see [`auth`]). Missing or wrong: `401`. So whoever may read that file may
-//!   administer the mesh, and nobody else.
+//!   administer the mesh, and nobody else. The Unix socket needs no token: whoever may open it may
+//!   read the token file too.
+//! - **Bounded before authentication.** A cap on connections per listener, a deadline for each
+//!   request head (also the keep-alive idle timeout) and body, and a connection lifetime: see
+//!   [`listener`].
 //! - **JSON in, JSON out.** An error is a status and `{"error": "<message>"}`, where the message says
 //!   what to fix: `400` a bad request, `401` no or a wrong token, `404` no such network, member, token
 //!   or route, `409` it exists already, `503` this daemon does not run the controller (or its node has
@@ -32,13 +39,16 @@ pub mod auth;
 pub mod client;
 pub mod controller;
 pub mod error;
+pub mod join_probe;
+pub mod listener;
 pub mod node;
 pub mod server;
 
 pub use auth::ApiToken;
 pub use client::{ApiClient, ClientError};
 pub use error::{ApiError, ErrorBody};
-pub use server::{ApiState, ControllerHandle, router, serve};
+pub use listener::{ApiCounters, Limits, Listener};
+pub use server::{ApiState, ControllerHandle, router, serve, serve_on};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

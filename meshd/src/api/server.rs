@@ -1,16 +1,19 @@
 //! The admin API's HTTP server: routes, authentication, and the node routes.
 //!
-//! Every request, including one for a route that does not exist, first passes [`authenticate`]: a peer
-//! off loopback gets `403`, a request without the bearer token `401`. Only then is it routed.
+//! Every request, including one for a route that does not exist, first passes [`authenticate`]: a TCP
+//! peer off loopback gets `403`, a TCP request without the bearer token `401`. A request on the Unix
+//! socket needs no token: the socket's file permissions and the peer's user (checked when the
+//! connection is accepted, see [`super::listener`]) already say who it is. Only then is it routed.
+//! How connections are taken (cap, timeouts) is [`super::listener`]'s business.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,12 +26,17 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::auth::ApiToken;
 use super::controller;
 use super::error::ApiError;
+use super::join_probe;
+use super::listener::{ApiCounters, Limits, Listener, Peer, serve_router};
 use super::node::{JoinFailure, JoinFailureKind, JoinRequest, JoinResponse, NodeRequest, NodeStatus};
 use crate::controller::Store;
 
 /// How long a node route waits for the mesh task. A join waits for the controller's answer, which the
 /// mesh task gives up on after about 10 s; this is the backstop should the task hang.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// How long a request body may take to arrive once its head has.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the API serves from.
 #[derive(Clone)]
@@ -55,15 +63,22 @@ pub struct ControllerHandle {
     pub rng: Arc<std::sync::Mutex<ChaCha20Rng>>,
 }
 
-/// Serves the admin API on `listener` until the future is dropped or its task aborted.
+/// Serves the admin API on a loopback TCP `listener`, within the default [`Limits`], until the future
+/// is dropped or its task aborted.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("admin API listening on http://{addr}");
-    }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("admin API stopped: {e}");
-    }
+    serve_on(
+        Listener::Tcp(listener),
+        state,
+        Limits::default(),
+        Arc::new(ApiCounters::default()),
+    )
+    .await;
+}
+
+/// Serves the admin API on `listener` (TCP or the Unix socket) within `limits`, counting into
+/// `counters`, until the future is dropped or its task aborted.
+pub async fn serve_on(listener: Listener, state: ApiState, limits: Limits, counters: Arc<ApiCounters>) {
+    serve_router(listener, router(state), limits, counters).await;
 }
 
 /// The routes, behind authentication. [`serve`] runs it; it is public so that it can be driven
@@ -106,12 +121,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Refuses peers off loopback and requests without the bearer token; logs each request (never its
-/// headers, which hold the token).
+/// Refuses TCP peers off loopback and TCP requests without the bearer token; logs each request (never
+/// its headers, which hold the token). A request on the Unix socket passes: its peer was checked when
+/// the connection was accepted. A request with no [`Peer`] (the router driven without a socket) is
+/// treated as TCP.
 async fn authenticate(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+    let peer = req.extensions().get::<Peer>().copied();
+    if let Some(Peer::Tcp(peer)) = peer
         && !is_loopback(peer.ip())
     {
         tracing::warn!("admin API: refused {method} {path} from {peer}, which is not on loopback");
@@ -120,6 +138,14 @@ async fn authenticate(State(state): State<Arc<ApiState>>, req: Request, next: Ne
             "the admin API answers clients on loopback only; run the CLI on the daemon's machine",
         )
         .into_response();
+    }
+    if let Some(Peer::Unix { .. }) = peer {
+        let response = next.run(req).await;
+        tracing::debug!(
+            "admin API (unix): {method} {path}: {}",
+            response.status().as_u16()
+        );
+        return response;
     }
     let refusal = match req.headers().get(header::AUTHORIZATION) {
         None => Some(format!(
@@ -173,12 +199,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                e.status(),
-                format!("cannot read the request body: {}", e.body_text()),
-            )
-        })?;
+        let bytes = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    format!("cannot read the request body: {}", e.body_text()),
+                )
+            })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -217,16 +254,34 @@ pub fn join_failure_status(kind: JoinFailureKind) -> StatusCode {
     }
 }
 
-/// `GET /v1/status`
+/// `GET /v1/status`, its peers sorted by name, then key.
 async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<NodeStatus>, ApiError> {
-    ask_node(&state, NodeRequest::Status).await.map(Json)
+    let mut status = ask_node(&state, NodeRequest::Status).await?;
+    sort_peers(&mut status);
+    Ok(Json(status))
+}
+
+/// Puts a status's peers in the order `meshd status` shows them: by name, then by public key (so
+/// peers of the same name, or none, keep one order from call to call).
+pub fn sort_peers(status: &mut NodeStatus) {
+    status
+        .peers
+        .sort_by(|a, b| (&a.name, &a.public_key).cmp(&(&b.name, &b.public_key)));
 }
 
 /// `POST /v1/join`
 async fn join(State(state): State<Arc<ApiState>>, JsonBody(req): JsonBody<JoinRequest>) -> Response {
     // The request holds the token: log where it goes, never the request itself.
     tracing::info!("admin API: joining through the controller at {}", req.controller);
-    match ask_node(&state, |reply| NodeRequest::Join(req, reply)).await {
+    let controller = req.controller;
+    // A closed port answers with ICMP "port unreachable" at once; the join itself would wait for
+    // its timeout. Whichever comes first answers; the mesh task forgets a join whose caller left
+    // when the next join comes, so that one may follow at once.
+    let answer = tokio::select! {
+        answer = ask_node(&state, |reply| NodeRequest::Join(req, reply)) => answer,
+        error = join_probe::unreachable(controller) => Ok(Err(join_probe::failure(controller, &error))),
+    };
+    match answer {
         Ok(Ok(joined)) => Json::<JoinResponse>(joined).into_response(),
         Ok(Err(failure)) => {
             tracing::info!("admin API: join failed: {}", failure.message);

@@ -52,11 +52,15 @@ pub enum Command {
         long_about = "Run the daemon in the foreground (as systemd expects; stop it with SIGTERM or \
         Ctrl-C).\n\nIt brings up the interface named in the configuration (`wg show` works on it), \
         serves the admin API on loopback, keeps this node's peers in step with its network's map, and \
-        runs the controller when `[controller] enabled = true`. Logs go to stderr; LOG_LEVEL=debug (or \
-        verbose, info, warn, error, silent) sets how much.",
-        after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up"
+        runs the controller when `[controller] enabled = true`. Logs go to stderr (in colour only on a \
+        terminal, and not when NO_COLOR is set); LOG_LEVEL=debug (or verbose, info, warn, error, \
+        silent) sets how much.\n\nOne daemon per state directory: a second one on the same directory \
+        exits with an error naming the first one's pid. The configuration keys are described in \
+        docs/config.md.",
+        after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up\n  \
+        meshd up --print-config > /etc/meshd/meshd.toml"
     )]
-    Up,
+    Up(UpArgs),
 
     /// Create, list and show networks (controller).
     #[command(subcommand)]
@@ -122,6 +126,15 @@ pub enum Command {
     Lab(lab::LabCommand),
 }
 
+/// `meshd up`'s options.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct UpArgs {
+    /// Print the configuration in effect (the file's keys with every default filled in) as TOML,
+    /// and exit without starting.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
 /// `--json` for commands that print data.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct JsonFlag {
@@ -149,7 +162,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
     };
     match cli.command {
-        Command::Up => {
+        Command::Up(args) if args.print_config => Ok(format::out(&config.to_toml())?),
+        Command::Up(_) => {
             crate::sys::logging::init();
             crate::daemon::up(config)
         }

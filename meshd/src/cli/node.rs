@@ -9,6 +9,7 @@ use super::JsonFlag;
 use super::format::{ago, bytes, field, out, out_json, table};
 use crate::api::ApiClient;
 use crate::api::node::{JoinRequest, NodeStatus, PathKind};
+use crate::api::server::sort_peers;
 use crate::config::{Config, DEFAULT_LISTEN_PORT};
 use crate::ingress::bird_config;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
@@ -76,7 +77,9 @@ fn resolve(text: &str) -> anyhow::Result<SocketAddr> {
 }
 
 pub fn status(client: &ApiClient, flag: JsonFlag) -> anyhow::Result<()> {
-    let status = client.status()?;
+    let mut status = client.status()?;
+    // The daemon sorts them too; a daemon of an older version may not.
+    sort_peers(&mut status);
     if flag.json {
         return out_json(&status);
     }

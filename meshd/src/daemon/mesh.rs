@@ -196,6 +196,14 @@ impl MeshTask {
                     }));
                     return;
                 }
+                // The API stops waiting for a join that cannot succeed (nothing listens at the
+                // controller's address); its caller may try again at once.
+                if self.pending_join.as_ref().is_some_and(oneshot::Sender::is_closed) {
+                    self.pending_join = None;
+                    if let Some(agent) = &mut self.agent {
+                        agent.abandon_join();
+                    }
+                }
                 if self.pending_join.is_some() {
                     let _ = reply.send(Err(JoinFailure {
                         kind: JoinFailureKind::Refused,

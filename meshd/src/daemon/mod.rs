@@ -23,7 +23,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use zeroize::Zeroizing;
 
 use crate::api::auth::ApiToken;
-use crate::api::server::{ApiState, ControllerHandle};
+use crate::api::listener::{ApiCounters, Limits, Listener};
+use crate::api::server::{ApiState, ControllerHandle, serve_on};
 use crate::config::Config;
 use crate::controller::service::ControllerService;
 use crate::controller::store::Store;
@@ -40,6 +41,9 @@ use routing::{RoutingReport, RoutingTask};
 pub fn up(config: Config) -> anyhow::Result<()> {
     files::ensure_private_dir(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+    // Held until this function returns; the kernel drops it if the process dies.
+    let _lock = files::lock(&config.lock_path())?;
+    check_interface_free(&config.interface)?;
     let secret = state::node_key(&config.state_dir, random::seed())?;
     let own_key = *secret.public_key();
     tracing::info!("node key {}", own_key.fingerprint());
@@ -95,14 +99,23 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let _guard = runtime.enter();
         let path = uapi_server::socket_path(&name);
         let uapi = uapi_server::bind(&path).with_context(|| format!("cannot serve {}", path.display()))?;
-        let std_listener = std::net::TcpListener::bind(config.api).with_context(|| {
-            format!(
-                "cannot listen on {} for the admin API (is another meshd running?)",
-                config.api
-            )
-        })?;
-        std_listener.set_nonblocking(true)?;
-        (uapi, tokio::net::TcpListener::from_std(std_listener)?)
+        let socket = config.api_socket_path();
+        let unix = Listener::bind_unix(&socket)
+            .with_context(|| format!("cannot serve the admin API on {}", socket.display()))?;
+        let tcp = if config.api_tcp {
+            let std_listener = std::net::TcpListener::bind(config.api).with_context(|| {
+                format!(
+                    "cannot listen on {} for the admin API (is another program on that port? \
+                     `api_tcp = false` turns the TCP API off)",
+                    config.api
+                )
+            })?;
+            std_listener.set_nonblocking(true)?;
+            Some(Listener::Tcp(tokio::net::TcpListener::from_std(std_listener)?))
+        } else {
+            None
+        };
+        (uapi, (unix, tcp))
     };
 
     let (call_tx, call_rx) = mpsc::channel(16);
@@ -131,7 +144,8 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             map,
         )
     });
-    let controller = store.map(|store| ControllerService::new(store, own_key, mesh::host_name()));
+    let own_name = config.controller.name.clone().unwrap_or_else(mesh::host_name);
+    let controller = store.map(|store| ControllerService::new(store, own_key, own_name));
     let (routing_tx, routing_rx) = watch::channel(None);
     let routing_report = Arc::new(Mutex::new(RoutingReport::default()));
     let routing_task = RoutingTask {
@@ -161,8 +175,13 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     let mut gone = device.gone;
     let handshakes = device.handshakes;
     tracing::info!(
-        "meshd is up: interface {name}, UDP port {port}, admin API on {}{}",
-        config.api,
+        "meshd is up: interface {name}, UDP port {port}, admin API on {}{}{}",
+        config.api_socket_path().display(),
+        if config.api_tcp {
+            format!(" and {}", config.api)
+        } else {
+            String::new()
+        },
         if config.controller.enabled {
             ", controller enabled"
         } else {
@@ -172,7 +191,21 @@ pub fn up(config: Config) -> anyhow::Result<()> {
 
     runtime.block_on(async {
         let uapi = tokio::spawn(uapi_server::serve(uapi_listener, call_tx));
-        let api = tokio::spawn(crate::api::server::serve(api_listener, api_state));
+        let (unix_listener, tcp_listener) = api_listener;
+        let unix_api = tokio::spawn(serve_on(
+            unix_listener,
+            api_state.clone(),
+            Limits::default(),
+            Arc::new(ApiCounters::default()),
+        ));
+        let tcp_api = tcp_listener.map(|listener| {
+            tokio::spawn(serve_on(
+                listener,
+                api_state,
+                Limits::default(),
+                Arc::new(ApiCounters::default()),
+            ))
+        });
         let stopping = Arc::new(Notify::new());
         let mesh_stop = {
             let stopping = Arc::clone(&stopping);
@@ -201,12 +234,30 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), routing).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), mesh).await;
         uapi.abort();
-        api.abort();
+        unix_api.abort();
+        if let Some(api) = tcp_api {
+            api.abort();
+        }
     });
     shared.stopping.store(true, Ordering::Relaxed);
-    let path = uapi_server::socket_path(&name);
-    if let Err(e) = std::fs::remove_file(&path) {
-        tracing::warn!("cannot remove {}: {e}", path.display());
+    for path in [uapi_server::socket_path(&name), config.api_socket_path()] {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an interface name that an interface other than a TUN device has (`lo`, `eth0`, a bridge):
+/// meshd cannot make its device under that name, and the kernel's error would not say why.
+fn check_interface_free(name: &str) -> anyhow::Result<()> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    if dir.exists() && !dir.join("tun_flags").exists() {
+        anyhow::bail!(
+            "interface = {name:?}: an interface of that name exists and is not meshd's (it is not a \
+             TUN device; see `ip link show {name}`); pick a name no other interface has, such as \
+             \"mesh0\""
+        );
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! - `map.bin`: the last complete network map (postcard), so a restarted node works while the
 //!   controller is away;
 //! - `controller.db`: the controller's database, on a controller (see `controller::store`);
-//! - `api-token`: the admin API's bearer token, mode 0600.
+//! - `api-token`: the admin API's bearer token, mode 0600;
+//! - `api.sock`: the admin API's Unix socket, mode 0600, while the daemon runs;
+//! - `meshd.lock`: locked (`flock`) by the running daemon, holding its pid (`sys::files::lock`).
 //!
 //! Every write is atomic (`sys::files::write_atomic`).
 

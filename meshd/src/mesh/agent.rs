@@ -211,6 +211,11 @@ impl Agent {
         Ok(())
     }
 
+    /// Gives up the join in progress, if any, without an answer (its caller went away).
+    pub fn abandon_join(&mut self) {
+        self.joining = None;
+    }
+
     /// A control message sealed by `sender`. Returns whether it was acted on (the shell then records
     /// its counter); messages from anyone but the controller are not.
     pub fn handle_message(&mut self, now: Instant, sender: &PublicKey, body: Body) -> bool {

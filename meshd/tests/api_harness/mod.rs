@@ -1,5 +1,6 @@
-//! A running admin API for tests: `serve` on a loopback port with a temporary controller store and a
-//! stand-in for the mesh task, on its own thread and runtime.
+//! A running admin API for tests: `serve` on a loopback port and `serve_on` the Unix socket
+//! `<dir>/api.sock` (as the daemon does), with a temporary controller store and a stand-in for the
+//! mesh task, on its own thread and runtime.
 
 #![allow(dead_code)]
 
@@ -14,7 +15,10 @@ use meshd::api::controller::CreateToken;
 use meshd::api::node::{
     JoinFailure, JoinFailureKind, JoinResponse, NodeRequest, NodeStatus, PathKind, PeerStatusView,
 };
-use meshd::api::{ApiClient, ApiState, ApiToken, ControllerHandle, encode_key, serve};
+use meshd::api::{
+    ApiClient, ApiCounters, ApiState, ApiToken, ControllerHandle, Limits, Listener, encode_key, serve,
+    serve_on,
+};
 use meshd::controller::Store;
 use meshd::sys::clock;
 use meshd_crypto::PublicKey;
@@ -32,6 +36,10 @@ pub enum NodeTask {
 /// A running API server on its own thread and runtime, torn down on drop.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The Unix socket, served with the default limits.
+    pub socket: PathBuf,
+    /// What the Unix listener counted.
+    pub unix_counters: Arc<ApiCounters>,
     pub token_path: PathBuf,
     pub store: Arc<Mutex<Store>>,
     /// How many times the API notified `changed`.
@@ -67,6 +75,9 @@ impl Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let counter = Arc::clone(&changes);
+        let socket = dir.join("api.sock");
+        let unix_counters = Arc::new(ApiCounters::default());
+        let (unix_path, unix_count) = (socket.clone(), Arc::clone(&unix_counters));
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -74,7 +85,9 @@ impl Server {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let unix = Listener::bind_unix(&unix_path).unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                tokio::spawn(serve_on(unix, state.clone(), Limits::default(), unix_count));
                 tokio::spawn(async move {
                     loop {
                         changed.notified().await;
@@ -96,6 +109,8 @@ impl Server {
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Server {
             addr,
+            socket,
+            unix_counters,
             token_path,
             store,
             changes,
@@ -105,8 +120,14 @@ impl Server {
         }
     }
 
+    /// A client over TCP, with the token.
     pub fn client(&self) -> ApiClient {
         ApiClient::new(self.addr, &ApiToken::load(&self.token_path).unwrap())
+    }
+
+    /// A client over the Unix socket, without a token.
+    pub fn unix_client(&self) -> ApiClient {
+        ApiClient::unix(&self.socket)
     }
 
     /// Waits (bounded) until `changed` was notified more than `before` times.
@@ -143,8 +164,10 @@ impl Drop for Server {
     }
 }
 
-/// The mesh task's stand-in. Join outcomes are chosen by the token text.
+/// The mesh task's stand-in. Join outcomes are chosen by the token text; `hang` is never answered
+/// (as a join to a controller that does not answer, until the mesh task's timeout).
 async fn fake_node(mut rx: mpsc::Receiver<NodeRequest>) {
+    let mut unanswered = Vec::new();
     while let Some(request) = rx.recv().await {
         match request {
             NodeRequest::Status(reply) => {
@@ -157,6 +180,10 @@ async fn fake_node(mut rx: mpsc::Receiver<NodeRequest>) {
                         message: message.to_string(),
                     })
                 };
+                if req.token == "hang" {
+                    unanswered.push(reply);
+                    continue;
+                }
                 let answer = match req.token.as_str() {
                     "expired" => failure(JoinFailureKind::Expired, "the token expired; create a new one"),
                     "unreachable" => failure(JoinFailureKind::Unreachable, "no answer from the controller"),
@@ -176,7 +203,28 @@ async fn fake_node(mut rx: mpsc::Receiver<NodeRequest>) {
     }
 }
 
+/// The status the stand-in mesh task gives: its peers in no particular order.
 pub fn sample_status() -> NodeStatus {
+    let status = expected_status();
+    let mut peers = status.peers.clone();
+    // router, alpha (0x22..), alpha (0x11..): neither by name nor by key.
+    peers.swap(0, 2);
+    NodeStatus { peers, ..status }
+}
+
+/// The same status as the API answers it: peers by name, then key.
+pub fn expected_status() -> NodeStatus {
+    let peer = |name: &str, key: [u8; 32], ipv4: &str, rx_bytes| PeerStatusView {
+        name: name.into(),
+        public_key: encode_key(&PublicKey::from_bytes(key)),
+        mesh_ipv4: Some(ipv4.parse().unwrap()),
+        mesh_ipv6: None,
+        endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+        path: PathKind::Direct,
+        last_handshake_secs: Some(12),
+        rx_bytes,
+        tx_bytes: 0,
+    };
     NodeStatus {
         public_key: encode_key(&PublicKey::from_bytes([1; 32])),
         interface: "mesh0".into(),
@@ -184,17 +232,12 @@ pub fn sample_status() -> NodeStatus {
         controller_role: false,
         membership: None,
         addresses: vec!["10.77.0.2/24".into()],
-        peers: vec![PeerStatusView {
-            name: "router".into(),
-            public_key: encode_key(&PublicKey::from_bytes(CONTROLLER_KEY)),
-            mesh_ipv4: Some("10.77.0.1".parse().unwrap()),
-            mesh_ipv6: None,
-            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
-            path: PathKind::Direct,
-            last_handshake_secs: Some(12),
-            rx_bytes: 1536,
-            tx_bytes: 0,
-        }],
+        // encode_key([0x11; 32]) starts "ERER", encode_key([0x22; 32]) "IiIi".
+        peers: vec![
+            peer("alpha", [0x11; 32], "10.77.0.3", 1),
+            peer("alpha", [0x22; 32], "10.77.0.4", 2),
+            peer("router", CONTROLLER_KEY, "10.77.0.1", 1536),
+        ],
         routing: None,
         ingress: None,
         drops: [("control_bad_auth".to_string(), 3), ("no_route".to_string(), 0)].into(),
