@@ -242,6 +242,7 @@ fn node_apply(c: &mut Criterion) {
             ipv4_block: ("10.64.0.0".parse().unwrap(), 16),
             ipv6_block: Some(("2001:db8:40::".parse().unwrap(), 64)),
             mtu: 1420,
+            network_id: None,
         }
     };
     eprintln!("a node receives {} datagrams", pages.len());

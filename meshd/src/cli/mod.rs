@@ -54,9 +54,10 @@ pub enum Command {
         serves the admin API on loopback, keeps this node's peers in step with its network's map, and \
         runs the controller when `[controller] enabled = true`. Logs go to stderr; LOG_LEVEL=debug (or \
         verbose, info, warn, error, silent) sets how much.",
-        after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up"
+        after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up\n  \
+        meshd up --new-key   # only after node.key is lost for good"
     )]
-    Up,
+    Up(UpArgs),
 
     /// Create, list and show networks (controller).
     #[command(subcommand)]
@@ -70,6 +71,10 @@ pub enum Command {
     #[command(subcommand)]
     Member(controller::MemberCommand),
 
+    /// Back up the controller's database (controller).
+    #[command(subcommand)]
+    Controller(controller::ControllerCommand),
+
     /// Join this machine to a network with a token.
     #[command(
         long_about = "Join this machine to a network with a token made by `meshd token create` on \
@@ -82,6 +87,17 @@ pub enum Command {
         meshd join \"$T\" --controller 192.0.2.1 --name laptop\n  meshd join \"$T\" --controller [2001:db8::1]:51820 --json"
     )]
     Join(node::JoinArgs),
+
+    /// Leave this machine's network: the controller removes it, and it forgets its membership.
+    #[command(
+        long_about = "Leave the network this machine joined. The daemon asks the controller to remove \
+        this node; once the controller confirms, the node takes its mesh addresses off the interface, \
+        drops its peers and forgets its saved membership and map. It can join again (this or another \
+        network) with a new token. If the controller does not answer within about 10 s, the node stays \
+        a member and the exit status is 1.",
+        after_help = "Examples:\n  meshd leave\n  meshd leave --json"
+    )]
+    Leave(JsonFlag),
 
     /// Show this node: its key, interface, membership, addresses and peers.
     #[command(
@@ -122,6 +138,17 @@ pub enum Command {
     Lab(lab::LabCommand),
 }
 
+/// `meshd up`'s options.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct UpArgs {
+    /// Make a new node key although the state directory shows this node had one (its node.key is
+    /// lost). The node then is a new machine to its controller and must join again with a token; on
+    /// a controller, every join token and every member names the old key and must be made or join
+    /// again. Refused when node.key exists.
+    #[arg(long)]
+    pub new_key: bool,
+}
+
 /// `--json` for commands that print data.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct JsonFlag {
@@ -149,14 +176,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
     };
     match cli.command {
-        Command::Up => {
+        Command::Up(args) => {
             crate::sys::logging::init();
-            crate::daemon::up(config)
+            crate::daemon::up(
+                config,
+                crate::daemon::UpOptions {
+                    new_key: args.new_key,
+                },
+            )
         }
         Command::Network(command) => controller::network(&client(&config)?, command),
         Command::Token(command) => controller::token(&client(&config)?, &config, command),
         Command::Member(command) => controller::member(&client(&config)?, command),
         Command::Join(args) => node::join(&client(&config)?, args),
+        Command::Leave(flag) => node::leave(&client(&config)?, flag),
+        Command::Controller(command) => controller::controller(&config, command),
         Command::Status(flag) => node::status(&client(&config)?, flag),
         Command::Lab(command) => lab::lab(command),
         Command::BirdConfig(args) => node::bird_config(&config, args),

@@ -11,8 +11,14 @@
 //! address; the admin API's changes arrive through [`ControllerService::refresh`]. A new map gets a
 //! version from the wall clock (milliseconds, and above the previous one) so versions keep rising
 //! across restarts, and goes to every authorized member the controller knows an address for. A
-//! member that lost its place is told so ([`Body::NotAuthorized`]) and every other member's map no
-//! longer lists it, so its handshakes are refused everywhere.
+//! member that lost its place is told so and every other member's map no longer lists it, so its
+//! handshakes are refused everywhere: a deauthorized member with [`Body::NotAuthorized`], a removed
+//! one with [`Body::Removed`], which only a key the store has a removal record for ever gets. A key
+//! the controller knows nothing of gets `NotAuthorized { member: false }`, which a node does not take
+//! for a removal: a controller that lost its database must not empty its members' maps.
+//!
+//! One network whose stored row cannot be read is logged and left out (or kept as it was last
+//! loaded); the others are served as usual.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -22,12 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshd_crypto::PublicKey;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
-use super::store::{Member, Network, Sighting, Store, StoreError};
+use super::store::{Member, Network, Removal, Sighting, Store, StoreError};
 use super::token::TokenError;
 use crate::mesh::agent::{NAT_KEEPALIVE, default_routes};
 use crate::mesh::map::{MapPeer, NetworkMap, paginate};
 use crate::mesh::message::{
-    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg,
+    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, NetworkId, PollMsg, RefusalKind, RefusedMsg,
 };
 use crate::mesh::relay::RelayTable;
 use crate::node::PeerSpec;
@@ -81,6 +87,8 @@ pub struct ControllerService {
     own: PublicKey,
     own_name: String,
     nets: BTreeMap<String, NetState>,
+    /// Keys removed from a network (by name) and not joined again, with the network's id.
+    removed: HashMap<(String, PublicKey), NetworkId>,
     seen: HashMap<(String, PublicKey), Seen>,
     sightings: HashMap<String, Vec<Sighting>>,
     next_flush: Option<Instant>,
@@ -110,6 +118,7 @@ impl ControllerService {
             own,
             own_name,
             nets: BTreeMap::new(),
+            removed: HashMap::new(),
             seen: HashMap::new(),
             sightings: HashMap::new(),
             next_flush: None,
@@ -141,27 +150,62 @@ impl ControllerService {
 
     /// Reloads networks and members from the store (after the admin API changed them, and at start),
     /// and pushes every map that changed.
+    ///
+    /// A network that cannot be loaded is logged and keeps the state it was last loaded with (or is
+    /// left out), so one damaged row does not stop the others.
     pub fn refresh(&mut self, now: Instant, wall: SystemTime) -> Result<(), StoreError> {
-        let loaded = {
+        let (names, loaded, removals) = {
             let mut store = lock(&self.store);
+            let names = store.network_names()?;
             let mut loaded = Vec::new();
-            for network in store.networks()? {
+            for name in &names {
+                let network = match store.network(name) {
+                    Ok(network) => network,
+                    Err(e) => {
+                        tracing::error!("network {name:?} is not served: {e}");
+                        continue;
+                    }
+                };
                 if network.plan.controller_v4().is_some()
-                    && let Err(e) =
-                        store.add_controller_member(&network.name, &self.own, &self.own_name, wall)
+                    && let Err(e) = store.add_controller_member(name, &self.own, &self.own_name, wall)
                 {
-                    tracing::warn!(
-                        "the controller's node cannot take its address in {:?}: {e}",
-                        network.name
-                    );
+                    tracing::warn!("the controller's node cannot take its address in {name:?}: {e}");
                 }
-                let members = store.members(&network.name)?;
-                loaded.push((network, members));
+                match store.members(name) {
+                    Ok(members) => loaded.push((network, members)),
+                    Err(e) => tracing::error!("network {name:?} is not served: {e}"),
+                }
             }
-            loaded
+            (names, loaded, store.removals()?)
         };
-        let names: Vec<String> = loaded.iter().map(|(n, _)| n.name.clone()).collect();
-        self.nets.retain(|name, _| names.contains(name));
+        self.removed = removals
+            .into_iter()
+            .map(
+                |Removal {
+                     network,
+                     network_id,
+                     public_key,
+                     ..
+                 }| ((network, public_key), network_id),
+            )
+            .collect();
+        // Networks deleted since: their members hear that they were removed.
+        let deleted: Vec<String> = self
+            .nets
+            .keys()
+            .filter(|name| !names.contains(name))
+            .cloned()
+            .collect();
+        for name in deleted {
+            let own = self.own;
+            if let Some(net) = self.nets.remove(&name) {
+                for m in net.members.iter().filter(|m| m.public_key != own) {
+                    if let Some(to) = self.endpoint_of(&name, m) {
+                        self.tell_lost(to, m.public_key, &name, false);
+                    }
+                }
+            }
+        }
         for (network, members) in loaded {
             self.update_network(now, wall, network, members);
         }
@@ -186,6 +230,7 @@ impl ControllerService {
         match body {
             Body::Join(msg) => self.on_join(now, wall, from, sender, msg),
             Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg),
+            Body::Leave { network } => self.on_leave(now, wall, from, sender, network),
             _ => false,
         }
     }
@@ -273,6 +318,7 @@ impl ControllerService {
             *sender,
             Body::Joined(JoinedMsg {
                 network: network.clone(),
+                network_id: joined.network.id,
                 name: joined.member.name.clone(),
                 ipv4: joined.member.ipv4,
                 ipv6: joined.member.ipv6,
@@ -304,13 +350,12 @@ impl ControllerService {
         sender: &PublicKey,
         msg: PollMsg,
     ) -> bool {
-        let Some(net) = self.nets.get(&msg.network) else {
-            self.not_authorized(from, *sender, msg.network, false);
-            return false;
-        };
-        let Some(member) = net.members.iter().find(|m| &m.public_key == sender) else {
-            self.not_authorized(from, *sender, msg.network, false);
-            return false;
+        let Some(member) = self
+            .nets
+            .get(&msg.network)
+            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender))
+        else {
+            return self.not_a_member(from, sender, msg.network);
         };
         let authorized = member.authorized;
         let moved = self.note_seen(now, wall, &msg.network, sender, from, &msg.local);
@@ -342,6 +387,60 @@ impl ControllerService {
             );
         }
         true
+    }
+
+    /// A member asks to be removed: it is, and hears `Removed` (again, if its first answer was lost).
+    fn on_leave(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        sender: &PublicKey,
+        network: String,
+    ) -> bool {
+        let is_member = self
+            .nets
+            .get(&network)
+            .is_some_and(|net| net.members.iter().any(|m| &m.public_key == sender));
+        if is_member {
+            let removed = lock(&self.store).remove_member(&network, sender, wall);
+            match removed {
+                Ok(m) => tracing::info!("{:?} ({}) left network {network:?}", m.name, sender.fingerprint()),
+                Err(e) => {
+                    tracing::warn!("{} cannot leave network {network:?}: {e}", sender.fingerprint());
+                    return false;
+                }
+            }
+            if let Err(e) = self.refresh(now, wall) {
+                tracing::warn!("cannot reload the controller's state after a member left: {e}");
+            }
+        }
+        self.not_a_member(from, sender, network)
+    }
+
+    /// Answers a key that is not a member of `network`: `Removed` if the store recorded its removal,
+    /// else "not a member", which the node does not act on. Returns whether the sender is known.
+    fn not_a_member(&mut self, from: SocketAddr, sender: &PublicKey, network: String) -> bool {
+        match self.removed.get(&(network.clone(), *sender)) {
+            Some(&network_id) => {
+                self.send(from, *sender, Body::Removed { network, network_id });
+                true
+            }
+            None => {
+                self.not_authorized(from, *sender, network, false);
+                false
+            }
+        }
+    }
+
+    /// Tells a member that lost its place in `network`: deauthorized (`still_member`), removed (a
+    /// removal record), or unknown.
+    fn tell_lost(&mut self, to: SocketAddr, key: PublicKey, network: &str, still_member: bool) {
+        if still_member {
+            self.not_authorized(to, key, network.to_string(), true);
+        } else {
+            self.not_a_member(to, &key, network.to_string());
+        }
     }
 
     /// Records where a member was heard from. Returns whether that changed what the map says.
@@ -391,15 +490,20 @@ impl ControllerService {
                 self.next_index
             }
         };
-        // Members that lost their place since the last map: tell them.
+        // Members that lost their place since the last map: tell them. A deauthorized member that is
+        // then removed hears it too.
         if let Some(prev) = &previous {
-            for old in prev.members.iter().filter(|m| m.authorized) {
+            for old in &prev.members {
                 let still = members.iter().find(|m| m.public_key == old.public_key);
-                if still.is_some_and(|m| m.authorized) {
+                let lost = match still {
+                    Some(m) => old.authorized && !m.authorized,
+                    None => true,
+                };
+                if !lost || old.public_key == self.own {
                     continue;
                 }
                 if let Some(to) = self.endpoint_of(&name, old) {
-                    self.not_authorized(to, old.public_key, name.clone(), still.is_some());
+                    self.tell_lost(to, old.public_key, &name, still.is_some());
                 }
             }
         }

@@ -16,11 +16,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use super::routing::{RoutingReport, RoutingView};
 use super::state;
 use crate::api::node::{
-    JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind,
-    PeerStatusView,
+    JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, MemberStanding, MembershipStatus, NodeRequest,
+    NodeStatus, PathKind, PeerStatusView,
 };
 use crate::controller::service::{self, ControllerService};
-use crate::mesh::agent::{self, Agent, base64_key};
+use crate::mesh::agent::{self, Agent, Standing, base64_key};
 use crate::mesh::channel::{Channel, Opened};
 use crate::mesh::message::{Body, LocalInfo};
 use crate::node::{Endpoint, PeerSpec};
@@ -51,6 +51,7 @@ pub struct MeshTask {
     pub state_dir: PathBuf,
     pub rng: ChaCha20Rng,
     pub pending_join: Option<oneshot::Sender<Result<JoinResponse, JoinFailure>>>,
+    pub pending_leave: Option<oneshot::Sender<Result<LeaveResponse, String>>>,
     pub addresses: Vec<(IpAddr, u8)>,
     /// What the routing task should install, from the map in use.
     pub routing: watch::Sender<Option<RoutingView>>,
@@ -188,6 +189,24 @@ impl MeshTask {
                     }
                 }
             }
+            NodeRequest::Leave(reply) => {
+                let Some(agent) = &mut self.agent else {
+                    let _ = reply.send(Err("this daemon runs the controller; its node leaves no \
+                                            network (delete networks with `meshd network delete`)"
+                        .to_string()));
+                    return;
+                };
+                if self.pending_leave.is_some() {
+                    let _ = reply.send(Err("leaving is in progress already".to_string()));
+                    return;
+                }
+                match agent.leave(clock::now()) {
+                    Ok(()) => self.pending_leave = Some(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
         }
     }
 
@@ -236,6 +255,20 @@ impl MeshTask {
                     tracing::error!("{e:#}");
                 }
             }
+            agent::Output::Forget => {
+                if let Err(e) = state::forget(&self.state_dir) {
+                    tracing::error!("{e:#}");
+                }
+            }
+            agent::Output::LeaveDone(result) => {
+                match &result {
+                    Ok(network) => tracing::info!("left network {network:?}"),
+                    Err(e) => tracing::warn!("leaving failed: {e}"),
+                }
+                if let Some(reply) = self.pending_leave.take() {
+                    let _ = reply.send(result.map(|network| LeaveResponse { network }));
+                }
+            }
             agent::Output::JoinDone(result) => {
                 match &result {
                     Ok(r) => tracing::info!("joined network {:?} as {:?} with {}", r.network, r.name, r.ipv4),
@@ -275,7 +308,22 @@ impl MeshTask {
         }
     }
 
+    /// Gives the interface exactly these addresses (an `mtu` of 0 leaves the MTU as it is): those it
+    /// had and no longer should are taken off, since the controller may give them to another member.
     fn set_interface(&mut self, addresses: Vec<(IpAddr, u8)>, mtu: u16) {
+        for (addr, len) in self.addresses.clone() {
+            if addresses.contains(&(addr, len)) {
+                continue;
+            }
+            match ifconfig::remove_address(&self.interface, addr, len) {
+                Ok(()) => tracing::info!("{} no longer has address {addr}/{len}", self.interface),
+                Err(e) => tracing::error!("cannot take {addr}/{len} off {}: {e}", self.interface),
+            }
+        }
+        self.addresses.retain(|a| addresses.contains(a));
+        if mtu == 0 || addresses.is_empty() {
+            return;
+        }
         if let Err(e) = ifconfig::configure(&self.interface, &addresses, mtu) {
             tracing::error!("cannot configure {}: {e}", self.interface);
             return;
@@ -325,6 +373,11 @@ impl MeshTask {
                 controller_key: base64_key(&m.controller_key),
                 controller: m.controller,
                 authorized: a.authorized(),
+                standing: match a.standing() {
+                    Standing::Deauthorized => MemberStanding::Deauthorized,
+                    Standing::Disowned => MemberStanding::Disowned,
+                    Standing::Authorized | Standing::Removed { .. } => MemberStanding::Authorized,
+                },
                 map_version: a.map_version(),
                 controller_last_heard_secs: a
                     .last_heard()
@@ -341,6 +394,10 @@ impl MeshTask {
             peers,
             routing: report.as_ref().and_then(|r| r.routing.clone()),
             ingress: report.as_ref().and_then(|r| r.ingress.clone()),
+            removed_from: self.agent.as_ref().and_then(|a| match a.standing() {
+                Standing::Removed { network } if a.membership().is_none() => Some(network.clone()),
+                _ => None,
+            }),
         }
     }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use meshd::api::controller::CreateToken;
 use meshd::api::node::{
-    JoinFailure, JoinFailureKind, JoinResponse, NodeRequest, NodeStatus, PathKind, PeerStatusView,
+    JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, NodeRequest, NodeStatus, PathKind,
+    PeerStatusView,
 };
 use meshd::api::{ApiClient, ApiState, ApiToken, ControllerHandle, encode_key, serve};
 use meshd::controller::Store;
@@ -172,6 +173,11 @@ async fn fake_node(mut rx: mpsc::Receiver<NodeRequest>) {
                 };
                 let _ = reply.send(answer);
             }
+            NodeRequest::Leave(reply) => {
+                let _ = reply.send(Ok(LeaveResponse {
+                    network: "lab".into(),
+                }));
+            }
         }
     }
 }
@@ -197,5 +203,6 @@ pub fn sample_status() -> NodeStatus {
         }],
         routing: None,
         ingress: None,
+        removed_from: None,
     }
 }
