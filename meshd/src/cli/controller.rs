@@ -321,12 +321,12 @@ pub fn controller(config: &Config, command: ControllerCommand) -> anyhow::Result
         ControllerCommand::Backup { file } => {
             let info = crate::controller::store::backup(&config.state_dir, &file)
                 .with_context(|| format!("cannot back up the controller database to {}", file.display()))?;
+            let count = |n: i64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
             Ok(out(&format!(
-                "Backed up the controller database to {}: {} networks, {} members, schema version {}, \
-                 {} bytes.\n",
+                "Backed up the controller database to {}: {}, {}, schema version {}, {} bytes.\n",
                 file.display(),
-                info.networks,
-                info.members,
+                count(info.networks, "network"),
+                count(info.members, "member"),
                 info.schema_version,
                 info.bytes
             ))?)
