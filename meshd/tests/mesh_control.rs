@@ -868,3 +868,16 @@ fn one_network_that_cannot_be_read_does_not_stop_the_others() {
     assert!(w.spec(n1, &k4).is_some());
     assert!(w.own_peers.iter().any(|p| p.key == k4));
 }
+
+#[test]
+fn leaving_a_controller_that_does_not_know_the_node_forgets_it_here() {
+    let (mut w, [n1, _, _]) = three_nodes("leave-unknown");
+    w.replace_database("leave-unknown-new", |_| {});
+    w.advance(agent::POLL_INTERVAL + Duration::from_millis(10));
+    assert_eq!(w.nodes[n1].agent.standing(), &agent::Standing::Disowned);
+    w.nodes[n1].agent.leave(w.now).unwrap();
+    w.pump();
+    assert_eq!(w.nodes[n1].left, Some(Ok("lab".to_string())));
+    assert!(w.nodes[n1].agent.membership().is_none());
+    assert!(w.nodes[n1].saved.is_none());
+}

@@ -328,6 +328,14 @@ impl Agent {
                 network: n,
                 member: false,
             } if n == network => {
+                // A node that asked to leave is out either way: the controller has no record of it.
+                if self.leaving.is_some() {
+                    tracing::warn!(
+                        "the controller does not know this node in network {network:?}; leaving here"
+                    );
+                    self.forget_membership(&network);
+                    return true;
+                }
                 // Not a removal: a controller that lost its database, or a foreign one, says this of
                 // everyone. Keep working on the last map.
                 if self.standing != Standing::Disowned {
@@ -369,6 +377,12 @@ impl Agent {
             "removed from network {network:?} by its controller; the addresses and peers are gone, \
              and `meshd join` with a new token joins again"
         );
+        self.forget_membership(network);
+    }
+
+    /// Ends the membership here: addresses, peers, saved files, and a pending leave answered.
+    fn forget_membership(&mut self, network: &str) {
+        let Some(m) = &self.membership else { return };
         self.outputs.push_back(Output::Interface {
             addresses: Vec::new(),
             mtu: m.mtu,
