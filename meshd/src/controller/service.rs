@@ -176,19 +176,28 @@ impl ControllerService {
                     Err(e) => tracing::error!("network {name:?} is not served: {e}"),
                 }
             }
-            (names, loaded, store.removals()?)
+            let removals = store.removals().unwrap_or_else(|e| {
+                tracing::error!("cannot read the removal records, keeping those loaded before: {e}");
+                Vec::new()
+            });
+            (names, loaded, removals)
         };
-        self.removed = removals
-            .into_iter()
-            .map(
-                |Removal {
-                     network,
-                     network_id,
-                     public_key,
-                     ..
-                 }| ((network, public_key), network_id),
-            )
-            .collect();
+        if removals.is_empty() && !self.removed.is_empty() {
+            // Either none are left (every removed key joined again) or they could not be read; the
+            // old ones only ever make a removed key hear `Removed`, which is still true.
+        } else {
+            self.removed = removals
+                .into_iter()
+                .map(
+                    |Removal {
+                         network,
+                         network_id,
+                         public_key,
+                         ..
+                     }| ((network, public_key), network_id),
+                )
+                .collect();
+        }
         // Networks deleted since: their members hear that they were removed.
         let deleted: Vec<String> = self
             .nets
