@@ -119,7 +119,7 @@ fn controller() -> Controller {
     for (i, key) in keys.iter().enumerate() {
         let addr = member_addr(i as u32);
         let poll = first_poll(addr);
-        service.handle_message(now, wall(), addr, key, poll);
+        service.handle_message(now, wall(), addr, key, wall(), poll);
     }
     // The addresses just learned go out in one debounced push.
     service.handle_timeout(now + Duration::from_secs(1), wall());
@@ -207,7 +207,8 @@ fn pages_for_member(ctl: &mut Controller, member: u32) -> Vec<Vec<u8>> {
     let key = ctl.keys[member as usize];
     let addr = member_addr(member);
     let poll = first_poll(addr);
-    ctl.service.handle_message(epoch(), wall(), addr, &key, poll);
+    ctl.service
+        .handle_message(epoch(), wall(), addr, &key, wall(), poll);
     ctl.service
         .handle_timeout(epoch() + Duration::from_secs(2), wall());
     let wall = wall().duration_since(UNIX_EPOCH).unwrap();

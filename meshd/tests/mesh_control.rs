@@ -215,9 +215,10 @@ impl World {
                                 continue;
                             };
                             let seen_at = node.seen_at;
+                            let sent = UNIX_EPOCH + Duration::from_nanos(counter);
                             if self
                                 .controller
-                                .handle_message(self.now, self.wall, seen_at, &sender, body)
+                                .handle_message(self.now, self.wall, seen_at, &sender, sent, body)
                             {
                                 self.ctl_channel.accept(&sender, counter).unwrap();
                             }
@@ -880,4 +881,36 @@ fn leaving_a_controller_that_does_not_know_the_node_forgets_it_here() {
     assert_eq!(w.nodes[n1].left, Some(Ok("lab".to_string())));
     assert!(w.nodes[n1].agent.membership().is_none());
     assert!(w.nodes[n1].saved.is_none());
+}
+
+#[test]
+fn a_leave_replayed_after_the_node_joined_again_is_ignored() {
+    let (mut w, [n1, _, n3]) = three_nodes("leave-replay");
+    let k3 = w.key(n3);
+    let left_at = w.wall;
+    w.nodes[n3].agent.leave(w.now).unwrap();
+    w.pump();
+    assert_eq!(w.nodes[n3].left, Some(Ok("lab".to_string())));
+    w.advance(Duration::from_secs(30));
+    let token = w.token(TokenPolicy::single_use());
+    w.join(n3, &token, "n3").unwrap();
+    // The same request again, as a restarted controller (no counters remembered) would take it
+    // from someone who recorded it: the member that joined since stays.
+    let seen_at = w.nodes[n3].seen_at;
+    let (now, wall) = (w.now, w.wall);
+    let acted = w.controller.handle_message(
+        now,
+        wall,
+        seen_at,
+        &k3,
+        left_at,
+        Body::Leave {
+            network: "lab".into(),
+        },
+    );
+    w.pump();
+    assert!(!acted);
+    assert!(w.store.lock().unwrap().member("lab", &k3).is_ok());
+    assert!(w.nodes[n3].agent.membership().is_some());
+    assert!(w.spec(n1, &k3).is_some());
 }

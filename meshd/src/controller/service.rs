@@ -46,6 +46,8 @@ pub const SIGHTING_FLUSH: Duration = Duration::from_secs(10);
 /// thousand nodes poll a restarted controller within a few seconds, they cause a few pushes, not a
 /// thousand.
 pub const MAP_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How far a member's clock may be behind the controller's for a `Leave` right after its join.
+pub const LEAVE_CLOCK_SLACK: Duration = Duration::from_secs(2);
 /// How soon a member seen at a new address is written.
 pub const SIGHTING_FLUSH_MOVED: Duration = Duration::from_secs(1);
 
@@ -222,14 +224,16 @@ impl ControllerService {
         Ok(())
     }
 
-    /// A control message from `from`, sealed by `sender`. Returns whether the sender is a member the
-    /// message was acted on for (the shell then records its counter).
+    /// A control message from `from`, sealed by `sender` at `sent` (the envelope's counter, the
+    /// sender's clock). Returns whether the sender is a member the message was acted on for (the shell
+    /// then records its counter).
     pub fn handle_message(
         &mut self,
         now: Instant,
         wall: SystemTime,
         from: SocketAddr,
         sender: &PublicKey,
+        sent: SystemTime,
         body: Body,
     ) -> bool {
         let from = canonical(from);
@@ -239,7 +243,7 @@ impl ControllerService {
         match body {
             Body::Join(msg) => self.on_join(now, wall, from, sender, msg),
             Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg),
-            Body::Leave { network } => self.on_leave(now, wall, from, sender, network),
+            Body::Leave { network } => self.on_leave(now, wall, from, sender, sent, network),
             _ => false,
         }
     }
@@ -399,19 +403,33 @@ impl ControllerService {
     }
 
     /// A member asks to be removed: it is, and hears `Removed` (again, if its first answer was lost).
+    ///
+    /// A request sent before the member joined is not acted on: it is a `Leave` of an earlier
+    /// membership, replayed (the replay guard's counters do not survive a controller restart, and a
+    /// sealed message stays fresh for [`crate::mesh::channel::FRESHNESS`]).
     fn on_leave(
         &mut self,
         now: Instant,
         wall: SystemTime,
         from: SocketAddr,
         sender: &PublicKey,
+        sent: SystemTime,
         network: String,
     ) -> bool {
-        let is_member = self
+        let member = self
             .nets
             .get(&network)
-            .is_some_and(|net| net.members.iter().any(|m| &m.public_key == sender));
-        if is_member {
+            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender));
+        if let Some(m) = member
+            && sent + LEAVE_CLOCK_SLACK < m.created
+        {
+            tracing::info!(
+                "a request of {} to leave {network:?}, sent before it joined, ignored (a replay?)",
+                sender.fingerprint()
+            );
+            return false;
+        }
+        if member.is_some() {
             let removed = lock(&self.store).remove_member(&network, sender, wall);
             match removed {
                 Ok(m) => tracing::info!("{:?} ({}) left network {network:?}", m.name, sender.fingerprint()),

@@ -148,7 +148,10 @@ impl MeshTask {
         let now = clock::now();
         let from = crate::sys::udp::canonical(input.from);
         let acted = match (&mut self.controller, &mut self.agent) {
-            (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body),
+            (Some(c), _) => {
+                let sent = UNIX_EPOCH + Duration::from_nanos(counter);
+                c.handle_message(now, clock::wall(), from, &sender, sent, body)
+            }
             (None, Some(a)) => a.handle_message(now, &sender, body),
             (None, None) => false,
         };
