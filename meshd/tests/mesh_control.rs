@@ -46,6 +46,7 @@ struct World {
     ctl_channel: Channel,
     ctl_key: PublicKey,
     own_peers: Vec<PeerSpec>,
+    own_addresses: Vec<(IpAddr, u8)>,
     relay: RelayTable,
     nodes: Vec<NodeSim>,
     start: Instant,
@@ -94,6 +95,7 @@ impl World {
             ctl_channel: Channel::new(ctl_secret),
             ctl_key,
             own_peers: Vec::new(),
+            own_addresses: Vec::new(),
             relay: RelayTable::default(),
             nodes: Vec::new(),
             start,
@@ -192,7 +194,7 @@ impl World {
                         }
                     }
                     service::Output::OwnPeers(peers) => self.own_peers = peers,
-                    service::Output::OwnInterface { .. } => {}
+                    service::Output::OwnInterface { addresses, .. } => self.own_addresses = addresses,
                     service::Output::Relay(table) => self.relay = table,
                 }
             }
@@ -814,6 +816,7 @@ fn a_removal_for_another_network_id_is_not_believed() {
 fn a_network_deleted_with_its_members_removes_them() {
     let (mut w, [n1, n2, n3]) = three_nodes("delete-net");
     let ctl = w.ctl_key;
+    assert_eq!(w.own_addresses.len(), 2);
     let removed = w
         .store
         .lock()
@@ -828,6 +831,8 @@ fn a_network_deleted_with_its_members_removes_them() {
         assert!(w.nodes[n].saved.is_none());
     }
     assert!(w.own_peers.is_empty());
+    // The controller's own node lets go of the network's addresses too.
+    assert!(w.own_addresses.is_empty());
 }
 
 #[test]

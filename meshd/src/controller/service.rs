@@ -61,7 +61,8 @@ pub enum Output {
     },
     /// The controller's own node should have exactly these peers.
     OwnPeers(Vec<PeerSpec>),
-    /// The controller's own node's addresses (with the block's prefix length) and MTU.
+    /// The controller's own node's addresses (with the block's prefix length) and MTU (0 when it is
+    /// in no network: leave the MTU as it is).
     OwnInterface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
     /// The relay forwards by this table from now on.
     Relay(RelayTable),
@@ -671,9 +672,11 @@ impl ControllerService {
         }
         self.outputs
             .push_back(Output::OwnPeers(specs.into_values().collect()));
-        if let Some(mtu) = mtu {
-            self.outputs.push_back(Output::OwnInterface { addresses, mtu });
-        }
+        // In no network (the last one deleted): no addresses, and the MTU left as it is.
+        self.outputs.push_back(Output::OwnInterface {
+            addresses,
+            mtu: mtu.unwrap_or(0),
+        });
         self.outputs.push_back(Output::Relay(relay));
     }
 
