@@ -28,7 +28,8 @@ pub struct JoinRequest {
     pub token: String,
     /// The controller's UDP endpoint, `host:port` (a name is resolved by the CLI before sending).
     pub controller: std::net::SocketAddr,
-    /// The name this machine gets in the network; the daemon uses the host name when absent.
+    /// The name this machine asks for (the daemon uses the host name when absent); the controller
+    /// makes it unique and DNS-safe.
     #[serde(default)]
     pub name: Option<String>,
 }

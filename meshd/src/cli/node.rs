@@ -20,7 +20,8 @@ pub struct JoinArgs {
     /// The controller's UDP endpoint, HOST:PORT; a host name is resolved here. Without a port, 51820.
     #[arg(long, value_name = "HOST:PORT")]
     pub controller: String,
-    /// This machine's name in the network [default: its host name].
+    /// The name this machine asks for in the network [default: its host name]; the controller makes
+    /// it unique and DNS-safe (`Laptop` becomes `laptop`, a second one `laptop-2`).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]

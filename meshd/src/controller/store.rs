@@ -22,10 +22,10 @@
 //! Versioned with `PRAGMA user_version`: [`MIGRATIONS`] is an ordered list of SQL scripts (and steps
 //! in Rust where SQL cannot say it), and opening the store applies those not yet applied, each in its
 //! own transaction together with the version bump, so a crash mid-migration leaves the previous
-//! version intact. A database from a newer meshd (a version
-//! beyond the list) is refused, not guessed at. Times are Unix seconds (`datetime(x, 'unixepoch')` in
-//! the `sqlite3` shell reads them); addresses and blocks are text in their canonical form, so the
-//! `UNIQUE` constraints on addresses are a second guard behind the allocator.
+//! version intact. A database from a newer meshd (a version beyond the list) is refused, not guessed
+//! at. Times are Unix seconds (`datetime(x, 'unixepoch')` in the `sqlite3` shell reads them);
+//! addresses and blocks are text in their canonical form, so the `UNIQUE` constraints on addresses
+//! are a second guard behind the allocator, as `UNIQUE (network_id, name)` is behind the naming.
 //!
 //! # Lost or damaged files
 //!
@@ -459,7 +459,7 @@ impl Store {
     // ---- networks ----
 
     pub fn create_network(&mut self, spec: &NetworkSpec, now: SystemTime) -> Result<Network, StoreError> {
-        check_name("network", &spec.name, true)?;
+        check_network_name(&spec.name)?;
         blocks::check_v4(spec.ipv4).map_err(StoreError::Invalid)?;
         if let Some(v6) = spec.ipv6 {
             blocks::check_v6(v6).map_err(StoreError::Invalid)?;
@@ -1159,27 +1159,17 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreE
     }
 }
 
-/// Names are for humans and for the CLI's arguments: printable, not blank, not absurdly long.
-/// Network names also end up in file and interface names, so they are kept to `[A-Za-z0-9._-]`.
-fn check_name(what: &str, name: &str, strict: bool) -> Result<(), StoreError> {
+/// Network names are for humans and the CLI's arguments, and also end up in file and interface
+/// names: not blank, not absurdly long, `[A-Za-z0-9._-]` starting with a letter or digit. (Members'
+/// names are chosen by the controller instead: see [`names`].)
+fn check_network_name(name: &str) -> Result<(), StoreError> {
     const MAX: usize = 64;
-    let ok_char = |c: char| {
-        if strict {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-        } else {
-            !c.is_control()
-        }
-    };
-    let starts_well = name.chars().next().is_some_and(|c| c.is_alphanumeric());
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > MAX || !starts_well || !name.chars().all(ok_char) {
-        let allowed = if strict {
-            "letters, digits, '.', '_' and '-'"
-        } else {
-            "printable characters"
-        };
         return Err(StoreError::Invalid(format!(
-            "{what} name {name:?} is not usable: it must start with a letter or digit and be at \
-             most {MAX} bytes of {allowed}"
+            "network name {name:?} is not usable: it must start with a letter or digit and be at \
+             most {MAX} bytes of letters, digits, '.', '_' and '-'"
         )));
     }
     Ok(())
@@ -1432,13 +1422,10 @@ mod tests {
     }
 
     #[test]
-    fn names_are_checked() {
-        assert!(check_name("network", "lab-1.east_2", true).is_ok());
-        assert!(check_name("member", "Küche laptop", false).is_ok());
-        for bad in ["", "-lead", "has space", "a/b", &"x".repeat(65)] {
-            assert!(check_name("network", bad, true).is_err(), "{bad:?}");
+    fn network_names_are_checked() {
+        assert!(check_network_name("lab-1.east_2").is_ok());
+        for bad in ["", "-lead", "has space", "a/b", "Küche", &"x".repeat(65)] {
+            assert!(check_network_name(bad).is_err(), "{bad:?}");
         }
-        assert!(check_name("member", "tab\there", false).is_err());
-        assert!(check_name("member", " lead", false).is_err());
     }
 }
