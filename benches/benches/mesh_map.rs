@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use meshd::controller::service::{self, ControllerService};
+use meshd::controller::service::{self, ControllerService, Received};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::TokenPolicy;
 use meshd::mesh::agent::{self, Agent};
@@ -120,7 +120,13 @@ fn controller() -> Controller {
         let addr = member_addr(i as u32);
         let poll = first_poll(addr);
         let len = sealed_len(&poll);
-        service.handle_message(now, wall(), addr, key, poll, len);
+        let received = Received {
+            from: addr,
+            sender: key,
+            sent: wall(),
+            len,
+        };
+        service.handle_message(now, wall(), received, poll);
     }
     // The addresses just learned go out in one debounced push.
     service.handle_timeout(now + Duration::from_secs(1), wall());
@@ -209,7 +215,13 @@ fn pages_for_member(ctl: &mut Controller, member: u32) -> Vec<Vec<u8>> {
     let addr = member_addr(member);
     let poll = first_poll(addr);
     let len = sealed_len(&poll);
-    ctl.service.handle_message(epoch(), wall(), addr, &key, poll, len);
+    let received = Received {
+        from: addr,
+        sender: &key,
+        sent: wall(),
+        len,
+    };
+    ctl.service.handle_message(epoch(), wall(), received, poll);
     ctl.service
         .handle_timeout(epoch() + Duration::from_secs(2), wall());
     let wall = wall().duration_since(UNIX_EPOCH).unwrap();
@@ -244,6 +256,7 @@ fn node_apply(c: &mut Criterion) {
             ipv4_block: ("10.64.0.0".parse().unwrap(), 16),
             ipv6_block: Some(("2001:db8:40::".parse().unwrap(), 64)),
             mtu: 1420,
+            network_id: None,
         }
     };
     eprintln!("a node receives {} datagrams", pages.len());

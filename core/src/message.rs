@@ -13,9 +13,15 @@
 //! ```text
 //! node -> controller   Join { token, name, listen_port, local_addrs }    answered by Joined or JoinRefused
 //!                      Poll { network, have_version, listen_port, local_addrs }   every few seconds;
-//!                          answered by MapPage x n (a newer map), MapCurrent, or NotAuthorized
+//!                          answered by MapPage x n (a newer map), MapCurrent, NotAuthorized or Removed
+//!                      Leave { network }                                 answered by Removed
 //! controller -> node   MapPage { network, version, index, count, data }  also pushed on every change
+//!                      Removed { network, network_id }                   also pushed on removal
 //! ```
+//!
+//! Only `Removed` ends a membership, and only for the network id the node saved when it joined: a
+//! controller that answers "not a member" (a restored old database, a foreign one) is not believed
+//! to have removed anyone.
 //!
 //! Secrets: the token crosses the wire only inside the envelope, sealed to the controller key the
 //! token itself names, so only that controller can read it.
@@ -43,12 +49,59 @@ pub enum Body {
         network: String,
         version: u64,
     },
-    /// The sender is a member of `network` but not authorized (deauthorized), or not a member at all
-    /// (`member: false`, removed). The node keeps its membership and asks again later.
+    /// The sender is a member of `network` but not authorized (deauthorized), or not a member the
+    /// controller knows of (`member: false`: an unknown network, or a key it has no record of). The
+    /// node keeps its membership and asks again later; with `member: false` it also keeps its peers
+    /// and map, since the controller may have lost its state.
     NotAuthorized {
         network: String,
         member: bool,
     },
+    /// The controller removed the sender from the network `network_id` (`meshd member remove`, the
+    /// network deleted, or the node's own `Leave`): the node forgets its membership and may join again
+    /// with a token.
+    Removed {
+        network: String,
+        network_id: NetworkId,
+    },
+    /// The sender wants out of `network`: the controller removes it and answers `Removed`. A
+    /// controller that does not know the sender answers "not a member", which must fit in the request
+    /// (the source may be forged): `pad` makes the room (zero bytes, [`LEAVE_PAD`] of them).
+    Leave {
+        network: String,
+        pad: Vec<u8>,
+    },
+}
+
+/// The padding a node puts in its `Leave`, so that a "not a member" answer fits in it.
+pub const LEAVE_PAD: usize = 8;
+
+/// A network's random id, drawn when the network is created and saved by each member with its
+/// membership, so that a `Removed` from a controller whose database is another one (restored from a
+/// backup of a different controller, say) cannot end a membership.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetworkId(pub [u8; 16]);
+
+impl std::fmt::Display for NetworkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::str::FromStr for NetworkId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{s:?} is not a network id (32 hex digits)"));
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(NetworkId(id))
+    }
 }
 
 /// What the node tells the controller about its socket, so the controller can tell whether the
@@ -85,6 +138,8 @@ pub struct JoinedMsg {
     pub ipv4_block: (Ipv4Addr, u8),
     pub ipv6_block: Option<(Ipv6Addr, u8)>,
     pub mtu: u16,
+    /// The network's id, which the node keeps with its membership.
+    pub network_id: NetworkId,
 }
 
 /// Why a join was refused. The kinds are the ones the operator can act on differently.
@@ -201,6 +256,7 @@ mod tests {
                 ipv4_block: ("203.0.113.0".parse().unwrap(), 24),
                 ipv6_block: Some(("2001:db8:1::".parse().unwrap(), 64)),
                 mtu: 1420,
+                network_id: NetworkId([0xab; 16]),
             }),
             Body::JoinRefused(RefusedMsg {
                 kind: RefusalKind::Expired,
@@ -220,6 +276,14 @@ mod tests {
             Body::NotAuthorized {
                 network: "lab".into(),
                 member: true,
+            },
+            Body::Removed {
+                network: "lab".into(),
+                network_id: NetworkId([7; 16]),
+            },
+            Body::Leave {
+                network: "lab".into(),
+                pad: vec![0; LEAVE_PAD],
             },
         ]
         .into_iter()
@@ -285,6 +349,16 @@ mod tests {
         let len = sealed_len(&other);
         assert_eq!(fit_reply(other.clone(), len), Some(other.clone()));
         assert_eq!(fit_reply(other, len - 1), None, "only a refusal can shrink");
+    }
+
+    #[test]
+    fn network_ids_read_back_from_hex() {
+        let id = NetworkId(core::array::from_fn(|i| (i * 17) as u8));
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<NetworkId>(), Ok(id));
+        assert!("00".parse::<NetworkId>().is_err());
+        assert!("zz".repeat(16).parse::<NetworkId>().is_err());
     }
 
     #[test]

@@ -347,15 +347,23 @@ fn members_are_listed_shown_authorized_and_removed() {
     assert_eq!(status, 404);
     assert_eq!(client.members("lab").unwrap().len(), 1);
 
-    // Two members with one name: the name is ambiguous, the keys are not.
+    // A second machine asking for the same name gets another; each name, key and address names
+    // exactly one member.
     let other = PublicKey::from_bytes([0x22; 32]);
-    server.join(&other, "laptop");
-    let (status, message) = api_error(client.deauthorize("lab", "laptop"));
-    assert_eq!(status, 400);
-    assert!(
-        message.contains(&laptop_b64) && message.contains("public key"),
-        "{message}"
-    );
+    server.join(&other, "Laptop\u{202E}");
+    let second = client.member("lab", &encode_key(&other)).unwrap();
+    assert_eq!(second.name, "laptop-2");
+    assert_eq!(second.label, "Laptop");
+    assert_eq!(client.member("lab", "laptop-2").unwrap(), second);
+    assert_eq!(client.member("lab", "LAPTOP-2").unwrap(), second);
+    assert_eq!(client.member("lab", &second.ipv4.to_string()).unwrap(), second);
+    let v6 = second.ipv6.unwrap().to_string();
+    assert_eq!(client.member("lab", &v6).unwrap(), second);
+    let cut = client.deauthorize("lab", "laptop").unwrap();
+    assert_eq!(cut.public_key, laptop_b64);
+    let (status, message) = api_error(client.member("lab", "10.77.0.200"));
+    assert_eq!(status, 404);
+    assert!(message.contains("10.77.0.200"), "{message}");
 
     let (status, _) = api_error(client.members("nope"));
     assert_eq!(status, 404);
@@ -744,4 +752,47 @@ fn the_unix_socket_refuses_other_users_even_when_its_mode_lets_them_in() {
     );
     // The daemon's user still gets in.
     assert_eq!(server.unix_client().status().unwrap(), expected_status());
+}
+
+#[test]
+fn networks_are_deleted_only_without_members_unless_forced() {
+    let server = Server::start("delete-network", true, NodeTask::Answers);
+    let client = server.client();
+    client.create_network(&lab()).unwrap();
+    server.join(&PublicKey::from_bytes([0x33; 32]), "a");
+    let (status, message) = api_error(client.delete_network("lab", false));
+    assert_eq!(status, 409);
+    assert!(message.contains("--force"), "{message}");
+    assert_eq!(client.networks().unwrap().len(), 1);
+    let before = server.changes.load(Ordering::SeqCst);
+    let deleted = client.delete_network("lab", true).unwrap();
+    assert_eq!((deleted.name.as_str(), deleted.members_removed), ("lab", 1));
+    server.wait_for_change(before);
+    assert!(client.networks().unwrap().is_empty());
+    let (status, _) = api_error(client.delete_network("lab", true));
+    assert_eq!(status, 404);
+    // A block that overlaps another network's, or a special one, says which.
+    client.create_network(&lab()).unwrap();
+    let mut overlapping = lab();
+    overlapping.name = "second".into();
+    overlapping.ipv4 = "10.77.0.0/16".into();
+    let (status, message) = api_error(client.create_network(&overlapping));
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("\"lab\"") && message.contains("overlaps"),
+        "{message}"
+    );
+    overlapping.ipv4 = "127.0.0.0/8".into();
+    let (status, message) = api_error(client.create_network(&overlapping));
+    assert_eq!(status, 400);
+    assert!(message.contains("loopback"), "{message}");
+    // A network id is shown.
+    assert_eq!(client.network("lab").unwrap().id.len(), 32);
+}
+
+#[test]
+fn leaving_goes_to_the_mesh_task() {
+    let server = Server::start("leave", false, NodeTask::Answers);
+    let left = server.client().leave().unwrap();
+    assert_eq!(left.network, "lab");
 }

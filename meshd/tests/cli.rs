@@ -68,6 +68,8 @@ fn every_command_has_help_that_names_its_options() {
                 "token",
                 "member",
                 "join",
+                "leave",
+                "controller",
                 "status",
                 "Getting started",
             ],
@@ -80,11 +82,22 @@ fn every_command_has_help_that_names_its_options() {
                 "NO_COLOR",
                 "--config",
                 "--print-config",
+                "--new-key",
                 "docs/config.md",
                 "Examples",
             ],
         ),
-        (&["network", "--help"], &["create", "list", "show"]),
+        (&["network", "--help"], &["create", "list", "show", "delete"]),
+        (
+            &["network", "delete", "--help"],
+            &["NAME", "--force", "--json", "Examples"],
+        ),
+        (&["leave", "--help"], &["controller", "--json", "Examples"]),
+        (&["controller", "--help"], &["backup"]),
+        (
+            &["controller", "backup", "--help"],
+            &["FILE", "restore", "controller.db-wal", "Examples"],
+        ),
         (
             &["network", "create", "--help"],
             &["--ipv4", "--ipv6", "--mtu", "--json", "CIDR", "Examples"],
@@ -120,7 +133,14 @@ fn every_command_has_help_that_names_its_options() {
         ),
         (
             &["member", "show", "--help"],
-            &["MEMBER", "public key", "--network", "--json", "Examples"],
+            &[
+                "MEMBER",
+                "public key",
+                "address",
+                "--network",
+                "--json",
+                "Examples",
+            ],
         ),
         (
             &["member", "authorize", "--help"],
@@ -310,6 +330,34 @@ fn controller_commands_against_the_api() {
     let output = run(&config, &["network", "create", "lab", "--ipv4", "10.79.0.0/24"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("exists already"));
+
+    // A member by its address; names are unique, and what it asked for shows as a label.
+    let phone = PublicKey::from_bytes([0x12; 32]);
+    server.join(&phone, "Phone\u{202E}");
+    let shown = ok(&config, &["member", "show", "10.77.0.2", "--network", "lab"]);
+    assert!(shown.contains("phone") && shown.contains("\"Phone\""), "{shown}");
+    assert!(!shown.contains('\u{202E}'), "{shown:?}");
+
+    // A backup of the running controller's database, which a second one never overwrites.
+    let backup = server.dir.join("backup.db");
+    let done = ok(&config, &["controller", "backup", backup.to_str().unwrap()]);
+    assert!(done.contains("2 networks, 1 member,"), "{done}");
+    let output = run(&config, &["controller", "backup", backup.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("never overwrites"));
+
+    // Deleting: refused with members, done with --force.
+    let output = run(&config, &["network", "delete", "lab"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("--force"),
+        "{}",
+        text(&output.stderr)
+    );
+    let done = ok(&config, &["network", "delete", "lab", "--force"]);
+    assert!(done.contains("deleted") && done.contains("1 member"), "{done}");
+    let done = ok(&config, &["network", "delete", "lab2"]);
+    assert!(done.contains("deleted"), "{done}");
 }
 
 #[test]
@@ -356,6 +404,9 @@ fn node_commands_against_the_api() {
         "{}",
         text(&output.stderr)
     );
+
+    let left = ok(&config, &["leave"]);
+    assert!(left.contains("Left network \"lab\""), "{left}");
 
     let output = run(&config, &["network", "list"]);
     assert_eq!(output.status.code(), Some(1));

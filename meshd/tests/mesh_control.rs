@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshd::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
-use meshd::controller::service::{self, ControllerService};
+use meshd::controller::service::{self, ControllerService, Received};
 use meshd::controller::store::{NetworkSpec, Store};
 use meshd::controller::token::{JoinToken, TokenPolicy};
 use meshd::mesh::agent::{self, Agent, NAT_KEEPALIVE};
 use meshd::mesh::channel::{Admit, Channel, Opened};
-use meshd::mesh::message::LocalInfo;
+use meshd::mesh::map::NetworkMap;
+use meshd::mesh::membership::Membership;
+use meshd::mesh::message::{Body, LocalInfo, NetworkId};
 use meshd::mesh::relay::RelayTable;
 use meshd::node::PeerSpec;
 use meshd_crypto::{PublicKey, StaticSecret};
@@ -30,6 +32,11 @@ struct NodeSim {
     seen_at: SocketAddr,
     peers: Option<Vec<PeerSpec>>,
     joined: Option<Result<JoinResponse, JoinFailure>>,
+    left: Option<Result<String, String>>,
+    /// The interface's addresses, as the agent last set them.
+    addresses: Option<Vec<(IpAddr, u8)>>,
+    /// What is on disk: the membership and map as last persisted (`None` after `Forget`).
+    saved: Option<(Membership, Option<NetworkMap>)>,
 }
 
 struct World {
@@ -39,6 +46,7 @@ struct World {
     ctl_channel: Channel,
     ctl_key: PublicKey,
     own_peers: Vec<PeerSpec>,
+    own_addresses: Vec<(IpAddr, u8)>,
     relay: RelayTable,
     nodes: Vec<NodeSim>,
     start: Instant,
@@ -49,6 +57,7 @@ struct World {
     sent_to: HashMap<SocketAddr, usize>,
     /// Answers the controller withheld because they would have been larger than their request.
     withheld: usize,
+    extra_dirs: Vec<PathBuf>,
 }
 
 /// What the daemon's controller makes of a key it has not derived yet: its members are known,
@@ -100,6 +109,7 @@ impl World {
             ctl_channel: Channel::new(ctl_secret),
             ctl_key,
             own_peers: Vec::new(),
+            own_addresses: Vec::new(),
             relay: RelayTable::default(),
             nodes: Vec::new(),
             start,
@@ -108,6 +118,7 @@ impl World {
             rng: ChaCha20Rng::seed_from_u64(7),
             sent_to: HashMap::new(),
             withheld: 0,
+            extra_dirs: Vec::new(),
         };
         world.controller.refresh(world.now, world.wall).unwrap();
         world.pump();
@@ -140,6 +151,9 @@ impl World {
             seen_at: seen_at.parse().unwrap(),
             peers: None,
             joined: None,
+            left: None,
+            addresses: None,
+            saved: None,
         });
         self.nodes.len() - 1
     }
@@ -207,7 +221,7 @@ impl World {
                         }
                     }
                     service::Output::OwnPeers(peers) => self.own_peers = peers,
-                    service::Output::OwnInterface { .. } => {}
+                    service::Output::OwnInterface { addresses, .. } => self.own_addresses = addresses,
                     service::Output::Relay(table) => self.relay = table,
                     service::Output::Withheld { .. } => self.withheld += 1,
                 }
@@ -237,14 +251,17 @@ impl World {
                                 // Sealed to another controller's key: this one cannot read it.
                                 continue;
                             };
-                            if self.controller.handle_message(
-                                self.now,
-                                self.wall,
-                                seen_at,
-                                &sender,
-                                body,
-                                datagram.len(),
-                            ) {
+                            let sent = UNIX_EPOCH + Duration::from_nanos(counter);
+                            let received = Received {
+                                from: seen_at,
+                                sender: &sender,
+                                sent,
+                                len: datagram.len(),
+                            };
+                            if self
+                                .controller
+                                .handle_message(self.now, self.wall, received, body)
+                            {
                                 self.ctl_channel.accept(&sender, counter).unwrap();
                             } else {
                                 self.ctl_channel.refuse(self.now, &sender, counter);
@@ -252,7 +269,14 @@ impl World {
                         }
                         agent::Output::Peers(peers) => self.nodes[i].peers = Some(peers),
                         agent::Output::JoinDone(result) => self.nodes[i].joined = Some(result),
-                        agent::Output::Interface { .. } | agent::Output::Persist { .. } => {}
+                        agent::Output::LeaveDone(result) => self.nodes[i].left = Some(result),
+                        agent::Output::Interface { addresses, .. } => {
+                            self.nodes[i].addresses = Some(addresses);
+                        }
+                        agent::Output::Persist { membership, map } => {
+                            self.nodes[i].saved = Some((membership, map));
+                        }
+                        agent::Output::Forget => self.nodes[i].saved = None,
                     }
                 }
             }
@@ -283,9 +307,16 @@ impl World {
         else {
             return (Vec::new(), true);
         };
+        let sent = UNIX_EPOCH + Duration::from_nanos(counter);
+        let received = Received {
+            from,
+            sender: &sender,
+            sent,
+            len: datagram.len(),
+        };
         let acted = self
             .controller
-            .handle_message(self.now, self.wall, from, &sender, body, datagram.len());
+            .handle_message(self.now, self.wall, received, body);
         if acted {
             self.ctl_channel.accept(&sender, counter).unwrap();
         } else {
@@ -329,6 +360,35 @@ impl World {
         self.now = target;
     }
 
+    /// Restarts a node's daemon: a new agent from what it saved, with its sealing state kept.
+    fn restart_node(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let (membership, map) = n.saved.clone().unzip();
+        let key = *n.channel.public_key();
+        let local = LocalInfo {
+            listen_port: n.seen_at.port(),
+            local_addrs: vec![n.seen_at.ip()],
+        };
+        n.agent = Agent::new(self.now, key, local, membership, map.flatten());
+        n.peers = None;
+        n.addresses = None;
+        self.pump();
+    }
+
+    /// Replaces the controller by one on a new, empty database in `dir` (its key unchanged), with the
+    /// networks `setup` makes: as after a database lost and made again.
+    fn replace_database(&mut self, name: &str, setup: impl FnOnce(&mut Store)) {
+        let dir = temp_dir(name);
+        let mut store = Store::open(&dir).unwrap();
+        setup(&mut store);
+        let store = Arc::new(Mutex::new(store));
+        self.store = Arc::clone(&store);
+        self.controller = ControllerService::new(store, self.ctl_key, "border".into());
+        self.controller.refresh(self.now, self.wall).unwrap();
+        self.pump();
+        self.extra_dirs.push(dir);
+    }
+
     fn peers_of(&self, node: usize) -> &[PeerSpec] {
         self.nodes[node].peers.as_deref().unwrap_or(&[])
     }
@@ -364,6 +424,9 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        for dir in &self.extra_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -548,7 +611,7 @@ fn an_ingress_carries_everyone_elses_internet_traffic() {
 fn a_removed_member_is_told_and_dropped() {
     let (mut w, [n1, n2, _]) = three_nodes("remove");
     let k2 = w.key(n2);
-    w.store.lock().unwrap().remove_member("lab", &k2).unwrap();
+    w.store.lock().unwrap().remove_member("lab", &k2, w.wall).unwrap();
     w.controller.refresh(w.now, w.wall).unwrap();
     w.pump();
     assert!(w.spec(n1, &k2).is_none());
@@ -808,4 +871,280 @@ fn a_flood_of_forged_joins_is_rate_limited_before_any_work() {
     // The member still polls and gets its map.
     w.advance(Duration::from_secs(30));
     assert!(w.nodes[member].agent.authorized());
+}
+
+fn sorted_keys(specs: &[PeerSpec]) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = specs.iter().map(|p| p.key).collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_removed_member_learns_it_drops_everything_and_joins_again_with_a_token() {
+    let (mut w, [n1, n2, n3]) = three_nodes("remove-rejoin");
+    let k2 = w.key(n2);
+    let old_v4 = w.nodes[n2].agent.membership().unwrap().ipv4;
+    assert!(w.nodes[n2].saved.as_ref().is_some_and(|(_, map)| map.is_some()));
+    w.store.lock().unwrap().remove_member("lab", &k2, w.wall).unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    // Pushed at once: n2 knows it was removed, and lets go of its addresses, peers and files.
+    let n = &w.nodes[n2];
+    assert!(n.agent.membership().is_none());
+    assert_eq!(
+        n.agent.standing(),
+        &agent::Standing::Removed {
+            network: "lab".into()
+        }
+    );
+    assert_eq!(n.addresses.as_deref(), Some(&[][..]), "the addresses stay");
+    assert!(w.peers_of(n2).is_empty());
+    assert!(n.saved.is_none(), "the membership and map stay on disk");
+    assert!(w.spec(n1, &k2).is_none() && w.spec(n3, &k2).is_none());
+    // It joins again with a new token, as a new member.
+    let token = w.token(TokenPolicy::single_use());
+    let joined = w.join(n2, &token, "n2").unwrap();
+    assert_eq!(joined.network, "lab");
+    assert_eq!(joined.ipv4, old_v4, "the lowest free address, its old one");
+    assert!(w.nodes[n2].agent.membership().is_some());
+    assert_eq!(w.peers_of(n2).len(), 3);
+    assert!(w.spec(n1, &k2).is_some());
+}
+
+#[test]
+fn a_member_removed_while_it_was_down_learns_it_after_a_restart() {
+    let (mut w, [_, n2, _]) = three_nodes("remove-offline");
+    let k2 = w.key(n2);
+    // Removed while its daemon is down: the push goes nowhere.
+    let seen_at = w.nodes[n2].seen_at;
+    w.nodes[n2].seen_at = "192.0.2.99:9".parse().unwrap();
+    w.store.lock().unwrap().remove_member("lab", &k2, w.wall).unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    assert!(w.nodes[n2].saved.is_some());
+    // Restarted from its files, it polls, hears it was removed, and forgets.
+    w.nodes[n2].seen_at = seen_at;
+    w.restart_node(n2);
+    assert!(w.nodes[n2].agent.membership().is_some());
+    w.advance(Duration::from_millis(10));
+    assert!(w.nodes[n2].agent.membership().is_none());
+    assert!(w.nodes[n2].saved.is_none());
+    assert_eq!(w.nodes[n2].addresses.as_deref(), Some(&[][..]));
+    let token = w.token(TokenPolicy::single_use());
+    w.join(n2, &token, "n2").unwrap();
+}
+
+#[test]
+fn a_node_that_leaves_is_removed_everywhere() {
+    let (mut w, [n1, n2, n3]) = three_nodes("leave");
+    let k3 = w.key(n3);
+    w.nodes[n3].agent.leave(w.now).unwrap();
+    w.pump();
+    assert_eq!(w.nodes[n3].left, Some(Ok("lab".to_string())));
+    assert!(w.nodes[n3].agent.membership().is_none());
+    assert!(w.nodes[n3].saved.is_none());
+    assert_eq!(w.nodes[n3].addresses.as_deref(), Some(&[][..]));
+    assert!(matches!(
+        w.store.lock().unwrap().member("lab", &k3),
+        Err(meshd::controller::StoreError::NoSuchMember { .. })
+    ));
+    for n in [n1, n2] {
+        assert!(w.spec(n, &k3).is_none());
+    }
+    // Not a member any more, so there is nothing to leave.
+    assert!(w.nodes[n3].agent.leave(w.now).is_err());
+}
+
+#[test]
+fn leaving_without_a_controller_says_so_and_keeps_the_membership() {
+    let (mut w, [_, n2, _]) = three_nodes("leave-unreachable");
+    // The controller cannot read what is sealed to another key: as good as unreachable.
+    w.ctl_channel = Channel::new(StaticSecret::from_bytes([0x77; 32]));
+    w.nodes[n2].agent.leave(w.now).unwrap();
+    w.advance(agent::JOIN_TIMEOUT + Duration::from_secs(1));
+    let why = w.nodes[n2].left.clone().unwrap().unwrap_err();
+    assert!(why.contains("still a member"), "{why}");
+    assert!(w.nodes[n2].agent.membership().is_some());
+    assert!(w.nodes[n2].saved.is_some());
+}
+
+#[test]
+fn a_controller_that_lost_its_database_does_not_empty_its_members_maps() {
+    let (mut w, [n1, n2, n3]) = three_nodes("lost-db");
+    let before: Vec<Vec<PublicKey>> = [n1, n2, n3].iter().map(|&n| sorted_keys(w.peers_of(n))).collect();
+    let maps: Vec<u64> = [n1, n2, n3]
+        .iter()
+        .map(|&n| w.nodes[n].agent.map_version())
+        .collect();
+    // An empty database (a truncated file made anew), then one with another network of the same
+    // name (a foreign database): neither knows these members.
+    for (i, foreign) in [false, true].into_iter().enumerate() {
+        w.replace_database(&format!("lost-db-new-{i}"), |store| {
+            if foreign {
+                store
+                    .create_network(
+                        &NetworkSpec {
+                            name: "lab".into(),
+                            ipv4: "198.51.100.0/24".parse().unwrap(),
+                            ipv6: None,
+                            mtu: 1420,
+                            reserve_controller: true,
+                        },
+                        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                    )
+                    .unwrap();
+            }
+        });
+        w.advance(agent::POLL_INTERVAL * 3);
+        for (i, &n) in [n1, n2, n3].iter().enumerate() {
+            let node = &w.nodes[n];
+            assert_eq!(sorted_keys(w.peers_of(n)), before[i], "node {n} lost peers");
+            assert_eq!(node.agent.map_version(), maps[i], "node {n} lost its map");
+            assert!(
+                node.saved.as_ref().is_some_and(|(_, map)| map.is_some()),
+                "node {n} forgot its map"
+            );
+            assert!(node.agent.membership().is_some());
+            assert_eq!(node.agent.standing(), &agent::Standing::Disowned);
+        }
+    }
+}
+
+#[test]
+fn a_removal_for_another_network_id_is_not_believed() {
+    let (mut w, [_, n2, _]) = three_nodes("foreign-removal");
+    let saved = w.nodes[n2].agent.membership().unwrap().clone();
+    assert!(saved.network_id.is_some());
+    let ctl = w.ctl_key;
+    // Sealed by the controller's key, about the right name, but not the network this node joined.
+    let acted = w.nodes[n2].agent.handle_message(
+        w.now,
+        &ctl,
+        Body::Removed {
+            network: "lab".into(),
+            network_id: NetworkId([0x99; 16]),
+        },
+    );
+    assert!(acted);
+    w.pump();
+    assert_eq!(w.nodes[n2].agent.membership(), Some(&saved));
+    assert_eq!(w.peers_of(n2).len(), 3);
+    // From anyone but its controller, not even looked at.
+    let id = saved.network_id.unwrap();
+    let stranger = PublicKey::from_bytes([0x31; 32]);
+    let removed = Body::Removed {
+        network: "lab".into(),
+        network_id: id,
+    };
+    assert!(!w.nodes[n2].agent.handle_message(w.now, &stranger, removed));
+    assert!(w.nodes[n2].agent.membership().is_some());
+}
+
+#[test]
+fn a_network_deleted_with_its_members_removes_them() {
+    let (mut w, [n1, n2, n3]) = three_nodes("delete-net");
+    let ctl = w.ctl_key;
+    assert_eq!(w.own_addresses.len(), 2);
+    let removed = w
+        .store
+        .lock()
+        .unwrap()
+        .delete_network("lab", true, &ctl, w.wall)
+        .unwrap();
+    assert_eq!(removed, 3);
+    w.controller.refresh(w.now, w.wall).unwrap();
+    w.pump();
+    for n in [n1, n2, n3] {
+        assert!(w.nodes[n].agent.membership().is_none(), "node {n}");
+        assert!(w.nodes[n].saved.is_none());
+    }
+    assert!(w.own_peers.is_empty());
+    // The controller's own node lets go of the network's addresses too.
+    assert!(w.own_addresses.is_empty());
+}
+
+#[test]
+fn one_network_that_cannot_be_read_does_not_stop_the_others() {
+    let (mut w, [n1, _, _]) = three_nodes("bad-row");
+    w.store
+        .lock()
+        .unwrap()
+        .create_network(
+            &NetworkSpec {
+                name: "other".into(),
+                ipv4: "198.51.100.0/24".parse().unwrap(),
+                ipv6: None,
+                mtu: 1420,
+                reserve_controller: true,
+            },
+            w.wall,
+        )
+        .unwrap();
+    w.controller.refresh(w.now, w.wall).unwrap();
+    // Damage the other network's row behind the store's back (a hand edit, a bad restore).
+    rusqlite::Connection::open(w.dir.join("controller.db"))
+        .unwrap()
+        .execute(
+            "UPDATE networks SET ipv4_block = 'garbage' WHERE name = 'other'",
+            [],
+        )
+        .unwrap();
+    let version = w.controller.map_version("lab").unwrap();
+    w.controller
+        .refresh(w.now, w.wall)
+        .expect("a damaged network stops the refresh of every network");
+    assert_eq!(w.controller.map_version("lab"), Some(version));
+    // lab works on: a new member joins and everyone gets it.
+    let n4 = w.add_node(4, "192.0.2.44:51820", "192.0.2.44:51820");
+    let token = w.token(TokenPolicy::single_use());
+    w.join(n4, &token, "n4").unwrap();
+    let k4 = w.key(n4);
+    assert!(w.spec(n1, &k4).is_some());
+    assert!(w.own_peers.iter().any(|p| p.key == k4));
+}
+
+#[test]
+fn leaving_a_controller_that_does_not_know_the_node_forgets_it_here() {
+    let (mut w, [n1, _, _]) = three_nodes("leave-unknown");
+    w.replace_database("leave-unknown-new", |_| {});
+    w.advance(agent::POLL_INTERVAL + Duration::from_millis(10));
+    assert_eq!(w.nodes[n1].agent.standing(), &agent::Standing::Disowned);
+    w.nodes[n1].agent.leave(w.now).unwrap();
+    w.pump();
+    assert_eq!(w.nodes[n1].left, Some(Ok("lab".to_string())));
+    assert!(w.nodes[n1].agent.membership().is_none());
+    assert!(w.nodes[n1].saved.is_none());
+}
+
+#[test]
+fn a_leave_replayed_after_the_node_joined_again_is_ignored() {
+    let (mut w, [n1, _, n3]) = three_nodes("leave-replay");
+    let k3 = w.key(n3);
+    let left_at = w.wall;
+    w.nodes[n3].agent.leave(w.now).unwrap();
+    w.pump();
+    assert_eq!(w.nodes[n3].left, Some(Ok("lab".to_string())));
+    w.advance(Duration::from_secs(30));
+    let token = w.token(TokenPolicy::single_use());
+    w.join(n3, &token, "n3").unwrap();
+    // The same request again, as a restarted controller (no counters remembered) would take it
+    // from someone who recorded it: the member that joined since stays.
+    let seen_at = w.nodes[n3].seen_at;
+    let (now, wall) = (w.now, w.wall);
+    let received = Received {
+        from: seen_at,
+        sender: &k3,
+        sent: left_at,
+        len: usize::MAX,
+    };
+    let leave = Body::Leave {
+        network: "lab".into(),
+        pad: Vec::new(),
+    };
+    let acted = w.controller.handle_message(now, wall, received, leave);
+    w.pump();
+    assert!(!acted);
+    assert!(w.store.lock().unwrap().member("lab", &k3).is_ok());
+    assert!(w.nodes[n3].agent.membership().is_some());
+    assert!(w.spec(n1, &k3).is_some());
 }

@@ -20,9 +20,11 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::auth::ApiToken;
-use super::controller::{CreateNetwork, CreateToken, CreatedToken, MemberView, NetworkView, TokenView};
+use super::controller::{
+    CreateNetwork, CreateToken, CreatedToken, DeletedNetwork, MemberView, NetworkView, TokenView,
+};
 use super::error::ErrorBody;
-use super::node::{JoinFailure, JoinRequest, JoinResponse, NodeStatus};
+use super::node::{JoinFailure, JoinRequest, JoinResponse, LeaveResponse, NodeStatus};
 use super::server::JoinFailureBody;
 use crate::config::Config;
 
@@ -225,6 +227,11 @@ impl ApiClient {
         self.decode(response)
     }
 
+    /// Leaves the network (the controller removes this node).
+    pub fn leave(&self) -> Result<LeaveResponse, ClientError> {
+        self.call("POST", "/v1/leave", None::<&()>)
+    }
+
     // ---- networks ----
 
     pub fn networks(&self) -> Result<Vec<NetworkView>, ClientError> {
@@ -237,6 +244,16 @@ impl ApiClient {
 
     pub fn network(&self, name: &str) -> Result<NetworkView, ClientError> {
         self.call("GET", &format!("/v1/networks/{}", segment(name)), None::<&()>)
+    }
+
+    /// Deletes a network; with `force` also when it has members.
+    pub fn delete_network(&self, name: &str, force: bool) -> Result<DeletedNetwork, ClientError> {
+        let query = if force { "?force=true" } else { "" };
+        self.call(
+            "DELETE",
+            &format!("/v1/networks/{}{query}", segment(name)),
+            None::<&()>,
+        )
     }
 
     // ---- tokens ----

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use meshd_crypto::PublicKey;
 use meshd_packet::{Ipv4Prefix, Ipv6Prefix};
@@ -41,10 +41,29 @@ pub struct CreateNetwork {
     pub mtu: Option<u16>,
 }
 
+/// The query of `DELETE /v1/networks/{name}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNetwork {
+    /// Delete it with its members (they are told they were removed).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `DELETE /v1/networks/{name}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedNetwork {
+    pub name: String,
+    /// Members removed with it (not counting the controller's own node).
+    pub members_removed: usize,
+}
+
 /// A network, with how many members and tokens it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkView {
     pub name: String,
+    /// The network's random id (32 hex digits), which members keep with their membership.
+    pub id: String,
     pub ipv4: String,
     pub ipv6: Option<String>,
     pub mtu: u16,
@@ -124,7 +143,11 @@ pub struct MemberView {
     pub network: String,
     /// Base64, as `wg show` prints it.
     pub public_key: String,
+    /// Unique in the network and DNS-safe; the controller chose it from the name the member asked
+    /// for.
     pub name: String,
+    /// The name the member asked for, with control, bidi and zero-width characters taken out.
+    pub label: String,
     pub authorized: bool,
     /// A border router that announces the network's block; the others send their Internet
     /// traffic through it.
@@ -140,6 +163,7 @@ impl NetworkView {
     fn new(network: &Network, members: &[Member], tokens: &[TokenInfo], now: SystemTime) -> Self {
         NetworkView {
             name: network.name.clone(),
+            id: network.id.to_string(),
             ipv4: network.ipv4().to_string(),
             ipv6: network.ipv6().map(|p| p.to_string()),
             mtu: network.mtu,
@@ -178,6 +202,7 @@ impl From<&Member> for MemberView {
             network: m.network.clone(),
             public_key: encode_key(&m.public_key),
             name: m.name.clone(),
+            label: m.label.clone(),
             authorized: m.authorized,
             ingress: m.ingress,
             ipv4: m.ipv4,
@@ -204,18 +229,51 @@ fn token_state(info: &TokenInfo, now: SystemTime) -> TokenState {
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-/// `GET /v1/networks`
+/// `GET /v1/networks`. A network whose stored row cannot be read is left out (and logged), so the
+/// others stay listed; `GET /v1/networks/{name}` names its fault.
 pub async fn list_networks(State(state): State<Arc<ApiState>>) -> Reply<Vec<NetworkView>> {
     let ctl = controller(&state)?;
     with_store(ctl, move |store, now| {
-        store
-            .networks()?
-            .iter()
-            .map(|n| network_view(store, n, now))
-            .collect()
+        let mut views = Vec::new();
+        for name in store.network_names()? {
+            match store
+                .network(&name)
+                .map_err(ApiError::from)
+                .and_then(|n| network_view(store, &n, now))
+            {
+                Ok(view) => views.push(view),
+                Err(e) => tracing::error!("admin API: network {name:?} left out of the list: {}", e.message),
+            }
+        }
+        Ok(views)
     })
     .await
     .map(Json)
+}
+
+/// `DELETE /v1/networks/{name}[?force=true]`
+pub async fn delete_network(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteNetwork>,
+) -> Reply<DeletedNetwork> {
+    let ctl = controller(&state)?;
+    let keep = ctl.controller_key;
+    let deleted = with_store(ctl, move |store, now| {
+        let members_removed = store.delete_network(&name, query.force, &keep, now)?;
+        Ok(DeletedNetwork {
+            name,
+            members_removed,
+        })
+    })
+    .await?;
+    ctl.changed.notify_one();
+    tracing::info!(
+        "admin API: network {:?} deleted ({} members removed)",
+        deleted.name,
+        deleted.members_removed
+    );
+    Ok(Json(deleted))
 }
 
 /// `POST /v1/networks`
@@ -447,9 +505,9 @@ pub async fn remove_member(
     Path((network, member)): Path<(String, String)>,
 ) -> Reply<MemberView> {
     let ctl = controller(&state)?;
-    let view = with_store(ctl, move |store, _| {
+    let view = with_store(ctl, move |store, now| {
         let key = resolve_member(store, &network, &member)?;
-        Ok(MemberView::from(&store.remove_member(&network, &key)?))
+        Ok(MemberView::from(&store.remove_member(&network, &key, now)?))
     })
     .await?;
     ctl.changed.notify_one();
@@ -529,32 +587,39 @@ where
     Ok(block)
 }
 
-/// The key of the member `which` names: its public key in base64 (standard or URL-safe), or its name
-/// if exactly one member of `network` has it.
+/// The key of the member `which` names: its public key in base64 (standard or URL-safe), one of its
+/// addresses, or its name (unique in a network; any case).
 fn resolve_member(store: &Store, network: &str, which: &str) -> Result<PublicKey, ApiError> {
-    if let Some(key) = decode_key(which) {
+    let members = store.members(network)?;
+    let which = which.trim();
+    let key = decode_key(which);
+    if let Some(key) = key
+        && members.iter().any(|m| m.public_key == key)
+    {
         return Ok(key);
     }
-    let members = store.members(network)?;
-    let mut named = members.iter().filter(|m| m.name == which);
-    match (named.next(), named.next()) {
-        (Some(m), None) => Ok(m.public_key),
-        (None, _) => Err(ApiError::not_found(format!(
-            "network {network:?} has no member named {which:?} (nor is it a public key); `meshd \
-             member list --network {network}` shows the members"
-        ))),
-        (Some(_), Some(_)) => {
-            let keys: Vec<String> = members
-                .iter()
-                .filter(|m| m.name == which)
-                .map(|m| encode_key(&m.public_key))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "{} members of network {network:?} are named {which:?}; give the public key of the \
-                 one you mean: {}",
-                keys.len(),
-                keys.join(", ")
-            )))
-        }
+    if let Ok(ip) = which.parse::<std::net::IpAddr>() {
+        let ip = ip.to_canonical();
+        return members
+            .iter()
+            .find(|m| ip == std::net::IpAddr::V4(m.ipv4) || m.ipv6.is_some_and(|a| ip == a))
+            .map(|m| m.public_key)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no member of network {network:?} has the address {ip}; `meshd member list \
+                     --network {network}` shows the members"
+                ))
+            });
     }
+    let lower = which.to_ascii_lowercase();
+    if let Some(m) = members.iter().find(|m| m.name == lower) {
+        return Ok(m.public_key);
+    }
+    // A key that is not a member: the store's error says so.
+    key.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "network {network:?} has no member named {which:?} (nor is it a public key or an \
+             address); `meshd member list --network {network}` shows the members"
+        ))
+    })
 }

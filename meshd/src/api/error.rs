@@ -56,12 +56,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
             StoreError::Token(_) | StoreError::Alloc(_) | StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-            StoreError::NetworkExists(_) => StatusCode::CONFLICT,
+            StoreError::NetworkExists(_) | StoreError::NetworkHasMembers { .. } => StatusCode::CONFLICT,
             StoreError::NoSuchNetwork(_) | StoreError::NoSuchMember { .. } | StoreError::NoSuchToken(_) => {
                 StatusCode::NOT_FOUND
             }
             StoreError::NewerSchema { .. }
             | StoreError::Corrupt(_)
+            | StoreError::Damaged { .. }
             | StoreError::Sqlite(_)
             | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

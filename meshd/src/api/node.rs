@@ -1,5 +1,5 @@
 //! What the admin API asks of the running node (as opposed to the controller's database): its
-//! status, and joining a network. The daemon's mesh task answers these over a channel, so the HTTP
+//! status, joining a network, and leaving it. The daemon's mesh task answers these over a channel, so the HTTP
 //! side never touches the node's state directly.
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,14 @@ use tokio::sync::oneshot;
 pub enum NodeRequest {
     Status(oneshot::Sender<NodeStatus>),
     Join(JoinRequest, oneshot::Sender<Result<JoinResponse, JoinFailure>>),
+    /// `Err` says why the node is still a member.
+    Leave(oneshot::Sender<Result<LeaveResponse, String>>),
+}
+
+/// What `POST /v1/leave` answers: the network this node left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveResponse {
+    pub network: String,
 }
 
 /// `POST /v1/join`.
@@ -20,7 +28,8 @@ pub struct JoinRequest {
     pub token: String,
     /// The controller's UDP endpoint, `host:port` (a name is resolved by the CLI before sending).
     pub controller: std::net::SocketAddr,
-    /// The name this machine gets in the network; the daemon uses the host name when absent.
+    /// The name this machine asks for (the daemon uses the host name when absent); the controller
+    /// makes it unique and DNS-safe.
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -90,6 +99,10 @@ pub struct NodeStatus {
     /// included; the names are `meshd/src/node/drop.rs`'s).
     #[serde(default)]
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// The network this node was removed from (or left) since the daemon started, when it has no
+    /// membership now.
+    #[serde(default)]
+    pub removed_from: Option<String>,
 }
 
 /// What a node installed so that traffic from its public addresses leaves through the ingress.
@@ -132,10 +145,27 @@ pub struct MembershipStatus {
     pub controller: std::net::SocketAddr,
     /// False when the controller said this node is not (or no longer) authorized.
     pub authorized: bool,
+    /// What the controller last said of this node.
+    #[serde(default)]
+    pub standing: MemberStanding,
     /// Version of the map in use (0: none yet).
     pub map_version: u64,
     /// Seconds since the controller last answered; `None` if it has not since the daemon started.
     pub controller_last_heard_secs: Option<u64>,
+}
+
+/// What the controller last said of this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStanding {
+    /// A member in good standing (or nothing heard yet).
+    #[default]
+    Authorized,
+    /// Deauthorized: a member, but without peers until authorized again.
+    Deauthorized,
+    /// The controller does not know this node or its network: its database may be lost or replaced.
+    /// The node keeps its peers and last map and keeps asking.
+    Disowned,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,7 +28,9 @@ use super::controller;
 use super::error::ApiError;
 use super::join_probe;
 use super::listener::{ApiCounters, Limits, Listener, Peer, serve_router};
-use super::node::{JoinFailure, JoinFailureKind, JoinRequest, JoinResponse, NodeRequest, NodeStatus};
+use super::node::{
+    JoinFailure, JoinFailureKind, JoinRequest, JoinResponse, LeaveResponse, NodeRequest, NodeStatus,
+};
 use crate::controller::Store;
 
 /// How long a node route waits for the mesh task. A join waits for the controller's answer, which the
@@ -88,11 +90,15 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/join", post(join))
+        .route("/v1/leave", post(leave))
         .route(
             "/v1/networks",
             get(controller::list_networks).post(controller::create_network),
         )
-        .route("/v1/networks/{name}", get(controller::show_network))
+        .route(
+            "/v1/networks/{name}",
+            get(controller::show_network).delete(controller::delete_network),
+        )
         .route(
             "/v1/networks/{name}/tokens",
             get(controller::list_tokens).post(controller::create_token),
@@ -293,6 +299,22 @@ async fn join(State(state): State<Arc<ApiState>>, JsonBody(req): JsonBody<JoinRe
             (status, Json(body)).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/leave`: `409` when the node is not a member, `504` when the controller did not answer.
+async fn leave(State(state): State<Arc<ApiState>>) -> Result<Json<LeaveResponse>, ApiError> {
+    tracing::info!("admin API: leaving the network");
+    match ask_node(&state, NodeRequest::Leave).await? {
+        Ok(left) => Ok(Json(left)),
+        Err(why) => {
+            let status = if why.contains("no answer") {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::CONFLICT
+            };
+            Err(ApiError::new(status, why))
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! `meshd network|token|member ...`: the controller's commands, each one or two API calls.
+//! `meshd network|token|member ...`: the controller's commands, each one or two API calls; and
+//! `meshd controller backup`, which reads the database file itself.
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand, value_parser};
 
 use super::JsonFlag;
@@ -36,6 +37,42 @@ pub enum NetworkCommand {
         name: String,
         #[command(flatten)]
         out: JsonFlag,
+    },
+
+    /// Delete a network and its tokens; refused while it has members, unless --force.
+    #[command(
+        long_about = "Delete a network and its join tokens. While machines are members of it (other \
+        than the controller's own node), it is refused unless --force is given; with --force its \
+        members are removed too: they hear that they were removed, take its addresses off their \
+        interfaces, and can join another network with a token.",
+        after_help = "Examples:\n  meshd network delete old-lab\n  meshd network delete old-lab --force"
+    )]
+    Delete {
+        /// The network's name.
+        name: String,
+        /// Delete it even though it has members, removing them.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Copy the controller's database to FILE, while the daemon runs.
+    #[command(
+        long_about = "Copy the controller's database (networks, members, tokens) to FILE with SQLite's \
+        online backup: one consistent snapshot, taken while the daemon runs and writes, in a single \
+        file made 0600 and checked before this command succeeds. FILE must not exist. Run it on the \
+        controller as the daemon's user (it reads state_dir/controller.db). To restore: stop meshd, \
+        copy FILE to state_dir/controller.db, remove controller.db-wal and controller.db-shm beside it, \
+        and start meshd (docs/operations.md).",
+        after_help = "Examples:\n  meshd controller backup /var/backups/meshd-$(date +%F).db"
+    )]
+    Backup {
+        /// Where to write the copy; must not exist.
+        file: std::path::PathBuf,
     },
 }
 
@@ -183,8 +220,8 @@ pub enum MemberCommand {
 
 #[derive(Debug, Args)]
 pub struct MemberArgs {
-    /// The member: its public key (base64, as `wg show` prints it) or its name, if no other member of
-    /// the network has that name.
+    /// The member: its name (unique in the network), its public key (base64, as `wg show` prints
+    /// it), or one of its mesh addresses.
     pub member: String,
     /// The member's network [default: the only network, if there is exactly one].
     #[arg(long, value_name = "NAME")]
@@ -257,6 +294,43 @@ pub fn network(client: &ApiClient, command: NetworkCommand) -> anyhow::Result<()
             }
             Ok(out(&network_text(&network))?)
         }
+        NetworkCommand::Delete {
+            name,
+            force,
+            out: flag,
+        } => {
+            let deleted = client.delete_network(&name, force)?;
+            if flag.json {
+                return out_json(&deleted);
+            }
+            Ok(out(&format!(
+                "Network {:?} is deleted, with its tokens{}.\n",
+                deleted.name,
+                match deleted.members_removed {
+                    0 => String::new(),
+                    1 => " and its 1 member, which hears it was removed".to_string(),
+                    n => format!(" and its {n} members, which hear they were removed"),
+                }
+            ))?)
+        }
+    }
+}
+
+pub fn controller(config: &Config, command: ControllerCommand) -> anyhow::Result<()> {
+    match command {
+        ControllerCommand::Backup { file } => {
+            let info = crate::controller::store::backup(&config.state_dir, &file)
+                .with_context(|| format!("cannot back up the controller database to {}", file.display()))?;
+            let count = |n: i64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            Ok(out(&format!(
+                "Backed up the controller database to {}: {}, {}, schema version {}, {} bytes.\n",
+                file.display(),
+                count(info.networks, "network"),
+                count(info.members, "member"),
+                info.schema_version,
+                info.bytes
+            ))?)
+        }
     }
 }
 
@@ -264,6 +338,7 @@ fn network_text(n: &NetworkView) -> String {
     let now = clock::wall();
     let mut text = String::new();
     field(&mut text, "network", &n.name);
+    field(&mut text, "id", &n.id);
     let with_controller = |block: &str, controller: Option<String>| match controller {
         Some(a) => format!("{block} (controller {a})"),
         None => block.to_string(),
@@ -514,6 +589,9 @@ fn member_text(m: &MemberView) -> String {
     let now = clock::wall();
     let mut text = String::new();
     field(&mut text, "name", &m.name);
+    if m.label != m.name {
+        field(&mut text, "asked for", format!("{:?}", m.label));
+    }
     field(&mut text, "network", &m.network);
     field(&mut text, "public key", &m.public_key);
     field(&mut text, "authorized", if m.authorized { "yes" } else { "no" });

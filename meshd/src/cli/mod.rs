@@ -58,7 +58,8 @@ pub enum Command {
         exits with an error naming the first one's pid. The configuration keys are described in \
         docs/config.md.",
         after_help = "Examples:\n  meshd up\n  meshd up --config /etc/meshd/lab.toml\n  LOG_LEVEL=debug meshd up\n  \
-        meshd up --print-config > /etc/meshd/meshd.toml"
+        meshd up --print-config > /etc/meshd/meshd.toml\n  \
+        meshd up --new-key   # only after node.key is lost for good"
     )]
     Up(UpArgs),
 
@@ -74,6 +75,10 @@ pub enum Command {
     #[command(subcommand)]
     Member(controller::MemberCommand),
 
+    /// Back up the controller's database (controller).
+    #[command(subcommand)]
+    Controller(controller::ControllerCommand),
+
     /// Join this machine to a network with a token.
     #[command(
         long_about = "Join this machine to a network with a token made by `meshd token create` on \
@@ -86,6 +91,17 @@ pub enum Command {
         meshd join \"$T\" --controller 192.0.2.1 --name laptop\n  meshd join \"$T\" --controller [2001:db8::1]:51820 --json"
     )]
     Join(node::JoinArgs),
+
+    /// Leave this machine's network: the controller removes it, and it forgets its membership.
+    #[command(
+        long_about = "Leave the network this machine joined. The daemon asks the controller to remove \
+        this node; once the controller confirms, the node takes its mesh addresses off the interface, \
+        drops its peers and forgets its saved membership and map. It can join again (this or another \
+        network) with a new token. If the controller does not answer within about 10 s, the node stays \
+        a member and the exit status is 1.",
+        after_help = "Examples:\n  meshd leave\n  meshd leave --json"
+    )]
+    Leave(JsonFlag),
 
     /// Show this node: its key, interface, membership, addresses and peers.
     #[command(
@@ -133,6 +149,12 @@ pub struct UpArgs {
     /// and exit without starting.
     #[arg(long)]
     pub print_config: bool,
+    /// Make a new node key although the state directory shows this node had one (its node.key is
+    /// lost). The node then is a new machine to its controller and must join again with a token; on
+    /// a controller, every join token and every member names the old key and must be made or join
+    /// again. Refused when node.key exists.
+    #[arg(long)]
+    pub new_key: bool,
 }
 
 /// `--json` for commands that print data.
@@ -163,14 +185,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Up(args) if args.print_config => Ok(format::out(&config.to_toml())?),
-        Command::Up(_) => {
+        Command::Up(args) => {
             crate::sys::logging::init();
-            crate::daemon::up(config)
+            crate::daemon::up(
+                config,
+                crate::daemon::UpOptions {
+                    new_key: args.new_key,
+                },
+            )
         }
         Command::Network(command) => controller::network(&client(&config)?, command),
         Command::Token(command) => controller::token(&client(&config)?, &config, command),
         Command::Member(command) => controller::member(&client(&config)?, command),
         Command::Join(args) => node::join(&client(&config)?, args),
+        Command::Leave(flag) => node::leave(&client(&config)?, flag),
+        Command::Controller(command) => controller::controller(&config, command),
         Command::Status(flag) => node::status(&client(&config)?, flag),
         Command::Lab(command) => lab::lab(command),
         Command::BirdConfig(args) => node::bird_config(&config, args),

@@ -8,7 +8,7 @@ use clap::Args;
 use super::JsonFlag;
 use super::format::{ago, bytes, field, out, out_json, table};
 use crate::api::ApiClient;
-use crate::api::node::{JoinRequest, NodeStatus, PathKind};
+use crate::api::node::{JoinRequest, MemberStanding, NodeStatus, PathKind};
 use crate::api::server::sort_peers;
 use crate::config::{Config, DEFAULT_LISTEN_PORT};
 use crate::ingress::bird_config;
@@ -21,7 +21,8 @@ pub struct JoinArgs {
     /// The controller's UDP endpoint, HOST:PORT; a host name is resolved here. Without a port, 51820.
     #[arg(long, value_name = "HOST:PORT")]
     pub controller: String,
-    /// This machine's name in the network [default: its host name].
+    /// The name this machine asks for in the network [default: its host name]; the controller makes
+    /// it unique and DNS-safe (`Laptop` becomes `laptop`, a second one `laptop-2`).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]
@@ -45,6 +46,18 @@ pub fn join(client: &ApiClient, args: JoinArgs) -> anyhow::Result<()> {
     Ok(out(&format!(
         "Joined network {:?} as {:?}: {addresses}\nController {} (key {}).\n",
         joined.network, joined.name, joined.controller, joined.controller_key
+    ))?)
+}
+
+pub fn leave(client: &ApiClient, flag: JsonFlag) -> anyhow::Result<()> {
+    let left = client.leave()?;
+    if flag.json {
+        return out_json(&left);
+    }
+    Ok(out(&format!(
+        "Left network {:?}: the controller removed this node, and its addresses and peers are gone.\n\
+         Join again with `meshd join TOKEN --controller HOST:PORT`.\n",
+        left.network
     ))?)
 }
 
@@ -124,6 +137,14 @@ fn status_text(s: &NodeStatus) -> String {
                     "no (the controller cut this node off; ask its operator)"
                 },
             );
+            if m.standing == MemberStanding::Disowned {
+                field(
+                    &mut text,
+                    "WARNING",
+                    "the controller says it does not know this node; keeping the peers and last \
+                     map (its database may be lost: see docs/operations.md)",
+                );
+            }
             field(
                 &mut text,
                 "map version",
@@ -141,6 +162,15 @@ fn status_text(s: &NodeStatus) -> String {
             );
         }
         None if s.controller_role => {}
+        None if s.removed_from.is_some() => field(
+            &mut text,
+            "network",
+            format!(
+                "none: removed from {:?} by its controller; join again with `meshd join TOKEN \
+                 --controller HOST:PORT`",
+                s.removed_from.as_deref().unwrap_or_default()
+            ),
+        ),
         None => field(
             &mut text,
             "network",

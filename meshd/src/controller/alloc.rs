@@ -167,7 +167,7 @@ impl AddressPlan {
     fn v4_member_range(&self) -> Option<(u32, u32)> {
         let (first, last) = v4_usable(self.v4)?;
         if self.reserve_controller {
-            (first < last).then_some((first + 1, last))
+            (first < last).then(|| (first + 1, last))
         } else {
             Some((first, last))
         }
@@ -176,7 +176,7 @@ impl AddressPlan {
     fn v6_member_range(&self) -> Option<(u128, u128)> {
         let (first, last) = v6_usable(self.v6?)?;
         if self.reserve_controller {
-            (first < last).then_some((first + 1, last))
+            (first < last).then(|| (first + 1, last))
         } else {
             Some((first, last))
         }
@@ -335,6 +335,20 @@ mod tests {
             Err(AllocError::V6TooSmall {
                 block: v6("fd00::5/128")
             })
+        );
+    }
+
+    #[test]
+    fn the_last_address_of_the_space_is_too_small_not_a_panic() {
+        let top4 = v4("255.255.255.255/32");
+        assert_eq!(
+            AddressPlan::new(top4, None, true),
+            Err(AllocError::V4TooSmall { block: top4 })
+        );
+        let top6 = v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+        assert_eq!(
+            AddressPlan::new(v4("10.0.0.0/24"), Some(top6), true),
+            Err(AllocError::V6TooSmall { block: top6 })
         );
     }
 

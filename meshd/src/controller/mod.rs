@@ -16,6 +16,8 @@
 //!
 //! - [`alloc`] chooses addresses (pure): the lowest free address of the block, never the network,
 //!   broadcast or controller address, never one already held;
+//! - [`blocks`] says which blocks a network may take (pure): no special-purpose range, no overlap;
+//! - [`names`] gives members unique DNS-safe names and printable labels (pure);
 //! - [`token`] makes, reads and checks join tokens (pure); its doc has the token format;
 //! - [`store`] keeps it all in SQLite under the state directory; its doc has the schema and the
 //!   durability contract: a write that returned `Ok` survives `kill -9` and power loss, and an operation
@@ -48,10 +50,12 @@
 //! ```
 
 pub mod alloc;
+pub mod blocks;
+pub mod names;
 pub mod service;
 pub mod store;
 pub mod token;
 
 pub use alloc::{AddressPlan, AllocError};
-pub use store::{Joined, Member, Network, NetworkSpec, Sighting, Store, StoreError, TokenInfo};
+pub use store::{Joined, Member, Network, NetworkSpec, Removal, Sighting, Store, StoreError, TokenInfo};
 pub use token::{JoinToken, TokenError, TokenId, TokenLimits, TokenPolicy, TokenString};

@@ -11,8 +11,14 @@
 //! address; the admin API's changes arrive through [`ControllerService::refresh`]. A new map gets a
 //! version from the wall clock (milliseconds, and above the previous one) so versions keep rising
 //! across restarts, and goes to every authorized member the controller knows an address for. A
-//! member that lost its place is told so ([`Body::NotAuthorized`]) and every other member's map no
-//! longer lists it, so its handshakes are refused everywhere.
+//! member that lost its place is told so and every other member's map no longer lists it, so its
+//! handshakes are refused everywhere: a deauthorized member with [`Body::NotAuthorized`], a removed
+//! one with [`Body::Removed`], which only a key the store has a removal record for ever gets. A key
+//! the controller knows nothing of gets `NotAuthorized { member: false }`, which a node does not take
+//! for a removal: a controller that lost its database must not empty its members' maps.
+//!
+//! One network whose stored row cannot be read is logged and left out (or kept as it was last
+//! loaded); the others are served as usual.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -22,12 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshd_crypto::PublicKey;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
-use super::store::{Member, Network, Sighting, Store, StoreError};
+use super::store::{Member, Network, Removal, Sighting, Store, StoreError};
 use super::token::TokenError;
 use crate::mesh::agent::{NAT_KEEPALIVE, default_routes};
 use crate::mesh::map::{MapPeer, NetworkMap, paginate};
 use crate::mesh::message::{
-    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, PollMsg, RefusalKind, RefusedMsg, fit_reply,
+    Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, NetworkId, PollMsg, RefusalKind, RefusedMsg, fit_reply,
 };
 use crate::mesh::relay::RelayTable;
 use crate::node::PeerSpec;
@@ -41,6 +47,8 @@ pub const SIGHTING_FLUSH: Duration = Duration::from_secs(10);
 /// thousand nodes poll a restarted controller within a few seconds, they cause a few pushes, not a
 /// thousand.
 pub const MAP_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How far a member's clock may be behind the controller's for a `Leave` right after its join.
+pub const LEAVE_CLOCK_SLACK: Duration = Duration::from_secs(2);
 /// How soon a member seen at a new address is written.
 pub const SIGHTING_FLUSH_MOVED: Duration = Duration::from_secs(1);
 
@@ -54,7 +62,8 @@ pub enum Output {
     },
     /// The controller's own node should have exactly these peers.
     OwnPeers(Vec<PeerSpec>),
-    /// The controller's own node's addresses (with the block's prefix length) and MTU.
+    /// The controller's own node's addresses (with the block's prefix length) and MTU (0 when it is
+    /// in no network: leave the MTU as it is).
     OwnInterface { addresses: Vec<(IpAddr, u8)>, mtu: u16 },
     /// The relay forwards by this table from now on.
     Relay(RelayTable),
@@ -80,11 +89,23 @@ struct NetState {
     pages: Vec<MapPageMsg>,
 }
 
+/// How a control message arrived: from where, sealed by whom and when (the envelope's counter, the
+/// sender's clock), in a datagram of how many bytes (an answer to a stranger is never larger).
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub from: SocketAddr,
+    pub sender: &'a PublicKey,
+    pub sent: SystemTime,
+    pub len: usize,
+}
+
 pub struct ControllerService {
     store: Arc<Mutex<Store>>,
     own: PublicKey,
     own_name: String,
     nets: BTreeMap<String, NetState>,
+    /// Keys removed from a network (by name) and not joined again, with the network's id.
+    removed: HashMap<(String, PublicKey), NetworkId>,
     seen: HashMap<(String, PublicKey), Seen>,
     sightings: HashMap<String, Vec<Sighting>>,
     next_flush: Option<Instant>,
@@ -116,6 +137,7 @@ impl ControllerService {
             own,
             own_name,
             nets: BTreeMap::new(),
+            removed: HashMap::new(),
             seen: HashMap::new(),
             sightings: HashMap::new(),
             next_flush: None,
@@ -148,27 +170,71 @@ impl ControllerService {
 
     /// Reloads networks and members from the store (after the admin API changed them, and at start),
     /// and pushes every map that changed.
+    ///
+    /// A network that cannot be loaded is logged and keeps the state it was last loaded with (or is
+    /// left out), so one damaged row does not stop the others.
     pub fn refresh(&mut self, now: Instant, wall: SystemTime) -> Result<(), StoreError> {
-        let loaded = {
+        let (names, loaded, removals) = {
             let mut store = lock(&self.store);
+            let names = store.network_names()?;
             let mut loaded = Vec::new();
-            for network in store.networks()? {
+            for name in &names {
+                let network = match store.network(name) {
+                    Ok(network) => network,
+                    Err(e) => {
+                        tracing::error!("network {name:?} is not served: {e}");
+                        continue;
+                    }
+                };
                 if network.plan.controller_v4().is_some()
-                    && let Err(e) =
-                        store.add_controller_member(&network.name, &self.own, &self.own_name, wall)
+                    && let Err(e) = store.add_controller_member(name, &self.own, &self.own_name, wall)
                 {
-                    tracing::warn!(
-                        "the controller's node cannot take its address in {:?}: {e}",
-                        network.name
-                    );
+                    tracing::warn!("the controller's node cannot take its address in {name:?}: {e}");
                 }
-                let members = store.members(&network.name)?;
-                loaded.push((network, members));
+                match store.members(name) {
+                    Ok(members) => loaded.push((network, members)),
+                    Err(e) => tracing::error!("network {name:?} is not served: {e}"),
+                }
             }
-            loaded
+            let removals = store.removals().unwrap_or_else(|e| {
+                tracing::error!("cannot read the removal records, keeping those loaded before: {e}");
+                Vec::new()
+            });
+            (names, loaded, removals)
         };
-        let names: Vec<String> = loaded.iter().map(|(n, _)| n.name.clone()).collect();
-        self.nets.retain(|name, _| names.contains(name));
+        if removals.is_empty() && !self.removed.is_empty() {
+            // Either none are left (every removed key joined again) or they could not be read; the
+            // old ones only ever make a removed key hear `Removed`, which is still true.
+        } else {
+            self.removed = removals
+                .into_iter()
+                .map(
+                    |Removal {
+                         network,
+                         network_id,
+                         public_key,
+                         ..
+                     }| ((network, public_key), network_id),
+                )
+                .collect();
+        }
+        // Networks deleted since: their members hear that they were removed.
+        let deleted: Vec<String> = self
+            .nets
+            .keys()
+            .filter(|name| !names.contains(name))
+            .cloned()
+            .collect();
+        for name in deleted {
+            let own = self.own;
+            if let Some(net) = self.nets.remove(&name) {
+                for m in net.members.iter().filter(|m| m.public_key != own) {
+                    if let Some(to) = self.endpoint_of(&name, m) {
+                        self.tell_lost(to, m.public_key, &name, false);
+                    }
+                }
+            }
+        }
         for (network, members) in loaded {
             self.update_network(now, wall, network, members);
         }
@@ -184,29 +250,31 @@ impl ControllerService {
             .any(|n| n.members.iter().any(|m| &m.public_key == key))
     }
 
-    /// A control message from `from`, sealed by `sender`, that came in a datagram of `request_len`
-    /// bytes. Returns whether the sender is a member the message was acted on for (the shell then
-    /// records its counter; otherwise it remembers the message as refused, so that its replays are
-    /// not answered again).
+    /// A control message that arrived as `received` says. Returns whether the sender is a member the
+    /// message was acted on for (the shell then records its counter; otherwise it remembers the
+    /// message as refused, so that its replays are not answered again).
     ///
     /// An answer to a sender this does not act on (a refused join, a poll from a key that is not a
-    /// member) may be going to a forged source address: it is never larger than `request_len`.
+    /// member) may be going to a forged source address: it is never larger than `received.len`.
     pub fn handle_message(
         &mut self,
         now: Instant,
         wall: SystemTime,
-        from: SocketAddr,
-        sender: &PublicKey,
+        received: Received<'_>,
         body: Body,
-        request_len: usize,
     ) -> bool {
-        let from = canonical(from);
+        let Received { sender, len, .. } = received;
+        let from = canonical(received.from);
         if sender == &self.own {
             return false;
         }
         match body {
-            Body::Join(msg) => self.on_join(now, wall, from, sender, msg, request_len),
-            Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg, request_len),
+            Body::Join(msg) => self.on_join(now, wall, from, sender, msg, len),
+            Body::Poll(msg) => self.on_poll(now, wall, from, sender, msg, len),
+            Body::Leave { network, .. } => {
+                let received = Received { from, ..received };
+                self.on_leave(now, wall, received, network)
+            }
             _ => false,
         }
     }
@@ -302,6 +370,7 @@ impl ControllerService {
             *sender,
             Body::Joined(JoinedMsg {
                 network: network.clone(),
+                network_id: joined.network.id,
                 name: joined.member.name.clone(),
                 ipv4: joined.member.ipv4,
                 ipv6: joined.member.ipv6,
@@ -334,17 +403,12 @@ impl ControllerService {
         msg: PollMsg,
         request_len: usize,
     ) -> bool {
-        let member = self
+        let Some(member) = self
             .nets
             .get(&msg.network)
-            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender));
-        let Some(member) = member else {
-            let body = Body::NotAuthorized {
-                network: msg.network,
-                member: false,
-            };
-            self.send_within(from, *sender, body, request_len);
-            return false;
+            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender))
+        else {
+            return self.not_a_member(from, sender, msg.network, request_len);
         };
         let authorized = member.authorized;
         let moved = self.note_seen(now, wall, &msg.network, sender, from, &msg.local);
@@ -376,6 +440,81 @@ impl ControllerService {
             );
         }
         true
+    }
+
+    /// A member asks to be removed: it is, and hears `Removed` (again, if its first answer was lost).
+    ///
+    /// A request sent before the member joined is not acted on: it is a `Leave` of an earlier
+    /// membership, replayed (the replay guard's counters do not survive a controller restart, and a
+    /// sealed message stays fresh for [`crate::mesh::channel::FRESHNESS`]).
+    fn on_leave(&mut self, now: Instant, wall: SystemTime, received: Received<'_>, network: String) -> bool {
+        let Received {
+            from,
+            sender,
+            sent,
+            len,
+        } = received;
+        let member = self
+            .nets
+            .get(&network)
+            .and_then(|net| net.members.iter().find(|m| &m.public_key == sender));
+        if let Some(m) = member
+            && sent + LEAVE_CLOCK_SLACK < m.created
+        {
+            tracing::info!(
+                "a request of {} to leave {network:?}, sent before it joined, ignored (a replay?)",
+                sender.fingerprint()
+            );
+            return false;
+        }
+        if member.is_some() {
+            let removed = lock(&self.store).remove_member(&network, sender, wall);
+            match removed {
+                Ok(m) => tracing::info!("{:?} ({}) left network {network:?}", m.name, sender.fingerprint()),
+                Err(e) => {
+                    tracing::warn!("{} cannot leave network {network:?}: {e}", sender.fingerprint());
+                    return false;
+                }
+            }
+            if let Err(e) = self.refresh(now, wall) {
+                tracing::warn!("cannot reload the controller's state after a member left: {e}");
+            }
+        }
+        self.not_a_member(from, sender, network, len)
+    }
+
+    /// Answers a key that is not a member of `network`: `Removed` if the store recorded its removal,
+    /// else "not a member", which the node does not act on. Returns whether the sender is known.
+    /// "Not a member" is no larger than `limit` bytes sealed: the key may be anyone's, and `from` a
+    /// forged source.
+    fn not_a_member(&mut self, from: SocketAddr, sender: &PublicKey, network: String, limit: usize) -> bool {
+        match self.removed.get(&(network.clone(), *sender)) {
+            // Not a stranger: the message was sealed by the removed key, and acting on it records
+            // its counter, so a replay draws nothing.
+            Some(&network_id) => {
+                self.send(from, *sender, Body::Removed { network, network_id });
+                true
+            }
+            None => {
+                let body = Body::NotAuthorized {
+                    network,
+                    member: false,
+                };
+                self.send_within(from, *sender, body, limit);
+                false
+            }
+        }
+    }
+
+    /// Tells a member that lost its place in `network`: deauthorized (`still_member`), removed (a
+    /// removal record), or unknown.
+    fn tell_lost(&mut self, to: SocketAddr, key: PublicKey, network: &str, still_member: bool) {
+        if still_member {
+            self.not_authorized(to, key, network.to_string(), true);
+        } else {
+            // Pushed to the address the member was last heard from, not an answer: no limit.
+            self.not_a_member(to, &key, network.to_string(), usize::MAX);
+        }
     }
 
     /// Records where a member was heard from. Returns whether that changed what the map says.
@@ -425,15 +564,20 @@ impl ControllerService {
                 self.next_index
             }
         };
-        // Members that lost their place since the last map: tell them.
+        // Members that lost their place since the last map: tell them. A deauthorized member that is
+        // then removed hears it too.
         if let Some(prev) = &previous {
-            for old in prev.members.iter().filter(|m| m.authorized) {
+            for old in &prev.members {
                 let still = members.iter().find(|m| m.public_key == old.public_key);
-                if still.is_some_and(|m| m.authorized) {
+                let lost = match still {
+                    Some(m) => old.authorized && !m.authorized,
+                    None => true,
+                };
+                if !lost || old.public_key == self.own {
                     continue;
                 }
                 if let Some(to) = self.endpoint_of(&name, old) {
-                    self.not_authorized(to, old.public_key, name.clone(), still.is_some());
+                    self.tell_lost(to, old.public_key, &name, still.is_some());
                 }
             }
         }
@@ -574,9 +718,11 @@ impl ControllerService {
         }
         self.outputs
             .push_back(Output::OwnPeers(specs.into_values().collect()));
-        if let Some(mtu) = mtu {
-            self.outputs.push_back(Output::OwnInterface { addresses, mtu });
-        }
+        // In no network (the last one deleted): no addresses, and the MTU left as it is.
+        self.outputs.push_back(Output::OwnInterface {
+            addresses,
+            mtu: mtu.unwrap_or(0),
+        });
         self.outputs.push_back(Output::Relay(relay));
     }
 

@@ -19,12 +19,28 @@
 //!
 //! # Schema
 //!
-//! Versioned with `PRAGMA user_version`: [`MIGRATIONS`] is an ordered list of SQL scripts, and opening
-//! the store applies those not yet applied, each in its own transaction together with the version bump,
-//! so a crash mid-migration leaves the previous version intact. A database from a newer meshd (a version
-//! beyond the list) is refused, not guessed at. Times are Unix seconds (`datetime(x, 'unixepoch')` in
-//! the `sqlite3` shell reads them); addresses and blocks are text in their canonical form, so the
-//! `UNIQUE` constraints on addresses are a second guard behind the allocator.
+//! Versioned with `PRAGMA user_version`: [`MIGRATIONS`] is an ordered list of SQL scripts (and steps
+//! in Rust where SQL cannot say it), and opening the store applies those not yet applied, each in its
+//! own transaction together with the version bump, so a crash mid-migration leaves the previous
+//! version intact. A database from a newer meshd (a version beyond the list) is refused, not guessed
+//! at. Times are Unix seconds (`datetime(x, 'unixepoch')` in the `sqlite3` shell reads them);
+//! addresses and blocks are text in their canonical form, so the `UNIQUE` constraints on addresses
+//! are a second guard behind the allocator, as `UNIQUE (network_id, name)` is behind the naming.
+//!
+//! # Lost or damaged files
+//!
+//! The store never makes a new database where there was one: an existing file that is empty, is not
+//! an SQLite database, fails `PRAGMA integrity_check` or has no schema is refused
+//! ([`StoreError::Damaged`]), as are a write-ahead log or shared-memory file without their database.
+//! Members would otherwise be told by an empty controller that they belong to nothing. Recovery is a
+//! copy made by [`backup`] (`meshd controller backup FILE`), put back while the daemon is stopped.
+//!
+//! # Network ids and removals
+//!
+//! Each network has a random 16-byte id (SQLite's `randomblob`: it must be unique, not secret) that
+//! members keep. When a member is removed, the store remembers the key and the network id in
+//! `removed`, so that the controller can tell that node it was removed, and a node believes only that.
+//! A join with a new token clears the record.
 
 use core::fmt;
 use std::collections::BTreeSet;
@@ -45,6 +61,8 @@ use super::token::{
     JoinKind, JoinToken, TokenError, TokenHash, TokenId, TokenLimits, TokenPolicy, TokenString,
     from_unix_secs, unix_secs,
 };
+use super::{blocks, names};
+use crate::mesh::message::NetworkId;
 
 /// The database's file name inside the state directory.
 pub const DB_FILE: &str = "controller.db";
@@ -53,11 +71,20 @@ pub const DB_FILE: &str = "controller.db";
 pub const MIN_MTU_V6: u16 = 1280;
 pub const MIN_MTU_V4: u16 = 576;
 
-/// The schema, one script per version: script `i` takes the database from version `i` to `i + 1`.
-/// Append only; never edit a script that has shipped.
-pub const MIGRATIONS: &[&str] = &[
+/// One step of the schema.
+#[derive(Debug, Clone, Copy)]
+pub enum Migration {
+    Sql(&'static str),
+    /// A step SQL cannot say (choosing names, say), run inside the migration's transaction.
+    Code(fn(&Transaction<'_>) -> Result<(), StoreError>),
+}
+
+/// The schema, one step per version: step `i` takes the database from version `i` to `i + 1`.
+/// Append only; never edit a step that has shipped.
+pub const MIGRATIONS: &[Migration] = &[
     // 1: networks, members, tokens.
-    "CREATE TABLE networks (
+    Migration::Sql(
+        "CREATE TABLE networks (
         id                 INTEGER PRIMARY KEY,
         name               TEXT    NOT NULL UNIQUE,
         ipv4_block         TEXT    NOT NULL,
@@ -92,8 +119,26 @@ pub const MIGRATIONS: &[&str] = &[
         created    INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX tokens_by_network ON tokens (network_id);",
+    ),
     // 2: ingress members, the border routers that announce the network's block.
-    "ALTER TABLE members ADD COLUMN ingress INTEGER NOT NULL DEFAULT 0;",
+    Migration::Sql("ALTER TABLE members ADD COLUMN ingress INTEGER NOT NULL DEFAULT 0;"),
+    // 3: network ids, removal records, and members' requested names kept as labels.
+    Migration::Sql(
+        "ALTER TABLE networks ADD COLUMN uid BLOB CHECK (uid IS NULL OR length(uid) = 16);
+        UPDATE networks SET uid = randomblob(16);
+        CREATE UNIQUE INDEX networks_by_uid ON networks (uid);
+        ALTER TABLE members ADD COLUMN label TEXT NOT NULL DEFAULT '';
+        UPDATE members SET label = name;
+        CREATE TABLE removed (
+            network_uid BLOB    NOT NULL CHECK (length(network_uid) = 16),
+            network     TEXT    NOT NULL,
+            public_key  BLOB    NOT NULL CHECK (length(public_key) = 32),
+            at          INTEGER NOT NULL,
+            PRIMARY KEY (network_uid, public_key)
+        ) STRICT;",
+    ),
+    // 4: unique DNS-safe member names (members named before chose their own, duplicates included).
+    Migration::Code(rename_members_uniquely),
 ];
 
 /// Why a store operation failed. Nothing was changed.
@@ -110,6 +155,17 @@ pub enum StoreError {
         key: PublicKey,
     },
     NoSuchToken(TokenId),
+    /// The network still has members (other than the controller's own node); `force` removes them.
+    NetworkHasMembers {
+        name: String,
+        members: usize,
+    },
+    /// The database file exists but cannot be the controller's state: it is not opened, and nothing is
+    /// made in its place.
+    Damaged {
+        path: PathBuf,
+        why: String,
+    },
     /// An argument that cannot be stored (an empty name, an MTU of 10); the text says which and why.
     Invalid(String),
     /// The database was written by a newer meshd.
@@ -146,6 +202,25 @@ impl fmt::Display for StoreError {
             StoreError::NoSuchToken(id) => write!(
                 f,
                 "there is no token with id {id}; `meshd token list` shows the tokens"
+            ),
+            StoreError::NetworkHasMembers { name, members } => write!(
+                f,
+                "network {name:?} has {members} member{}; remove them first (`meshd member \
+                 remove`), or delete the network with its members (`meshd network delete {name} \
+                 --force`)",
+                if *members == 1 { "" } else { "s" }
+            ),
+            StoreError::Damaged { path, why } => write!(
+                f,
+                "the controller database {} {why}; meshd does not make a new one in its place, \
+                 since its members would be told they belong to nothing. Stop meshd, restore the \
+                 file from a backup (`meshd controller backup FILE` makes one; copy it to {} and \
+                 remove any {}-wal and {}-shm beside it), and start meshd again. Only if this \
+                 controller never held members, remove the file to start afresh",
+                path.display(),
+                path.display(),
+                path.display(),
+                path.display()
             ),
             StoreError::Invalid(why) => f.write_str(why),
             StoreError::NewerSchema { found, known } => write!(
@@ -218,6 +293,8 @@ pub struct NetworkSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
+    /// Random, made at creation; members keep it with their membership.
+    pub id: NetworkId,
     pub plan: AddressPlan,
     pub mtu: u16,
     pub created: SystemTime,
@@ -238,7 +315,10 @@ impl Network {
 pub struct Member {
     pub network: String,
     pub public_key: PublicKey,
+    /// Unique in the network and DNS-safe (`laptop`, `laptop-2`); the controller chooses it.
     pub name: String,
+    /// The name the member asked for, without what could fool a terminal; for people only.
+    pub label: String,
     pub authorized: bool,
     /// A border router of the network: the other members send traffic from their addresses to the
     /// rest of the Internet through it, and accept any source from it.
@@ -270,6 +350,15 @@ pub struct Joined {
     pub new: bool,
 }
 
+/// A record that a key was removed from a network (and has not joined it again since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub network: String,
+    pub network_id: NetworkId,
+    pub public_key: PublicKey,
+    pub at: SystemTime,
+}
+
 /// A member seen on the wire: when, and from where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
@@ -297,22 +386,45 @@ impl Store {
         Self::open_with(state_dir, MIGRATIONS)
     }
 
-    fn open_with(state_dir: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
+    fn open_with(state_dir: &Path, migrations: &[Migration]) -> Result<Self, StoreError> {
         fs::create_dir_all(state_dir)?;
         let path = state_dir.join(DB_FILE);
+        let created = !path.exists();
+        if created {
+            // A log without its database is what is left when the database was deleted.
+            for suffix in ["-wal", "-shm"] {
+                let side = state_dir.join(format!("{DB_FILE}{suffix}"));
+                if side.exists() {
+                    return Err(StoreError::Damaged {
+                        path: path.clone(),
+                        why: format!("is missing, but {} is there", side.display()),
+                    });
+                }
+            }
+        } else {
+            check_file(&path)?;
+        }
         // Create the file ourselves so that it is 0600 from the first byte; SQLite gives the -wal and
         // -shm files the mode of the database file.
-        let created = !path.exists();
         OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)?;
-        let mut conn = Connection::open(&path)?;
+        let damaged = |e: rusqlite::Error| match created {
+            true => StoreError::Sqlite(e),
+            false => StoreError::Damaged {
+                path: path.clone(),
+                why: format!("cannot be read ({e})"),
+            },
+        };
+        let mut conn = Connection::open(&path).map_err(damaged)?;
         // Another process holding the write lock (an admin tool, a second daemon by mistake) makes us
         // wait a little rather than fail at once.
         conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(damaged)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Invalid(format!(
                 "{} cannot use write-ahead logging (journal mode stays {mode:?}); put the state \
@@ -322,6 +434,9 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        if !created {
+            check_contents(&conn, &path)?;
+        }
         migrate(&mut conn, migrations)?;
         if created {
             // The new file's directory entry must reach the disk too, or a power loss right after the
@@ -344,7 +459,11 @@ impl Store {
     // ---- networks ----
 
     pub fn create_network(&mut self, spec: &NetworkSpec, now: SystemTime) -> Result<Network, StoreError> {
-        check_name("network", &spec.name, true)?;
+        check_network_name(&spec.name)?;
+        blocks::check_v4(spec.ipv4).map_err(StoreError::Invalid)?;
+        if let Some(v6) = spec.ipv6 {
+            blocks::check_v6(v6).map_err(StoreError::Invalid)?;
+        }
         // Refuse a block that leaves no address for members now, not at the first join.
         AddressPlan::new(spec.ipv4, spec.ipv6, spec.reserve_controller)?;
         let min_mtu = if spec.ipv6.is_some() {
@@ -362,9 +481,10 @@ impl Store {
         if network_id(&tx, &spec.name)?.is_some() {
             return Err(StoreError::NetworkExists(spec.name.clone()));
         }
+        check_overlaps(&tx, spec)?;
         tx.execute(
-            "INSERT INTO networks (name, ipv4_block, ipv6_block, mtu, reserve_controller, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO networks (name, ipv4_block, ipv6_block, mtu, reserve_controller, created, uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, randomblob(16))",
             params![
                 spec.name,
                 spec.ipv4.to_string(),
@@ -377,6 +497,61 @@ impl Store {
         let network = load_network(&tx, &spec.name)?;
         tx.commit()?;
         Ok(network)
+    }
+
+    /// Deletes a network with its tokens. Refused while it has members other than `keep` (the
+    /// controller's own node) unless `force`, which removes them too and records their removal, so
+    /// that they learn of it. Works on a network whose stored blocks no longer parse. Returns how many
+    /// members were removed.
+    pub fn delete_network(
+        &mut self,
+        name: &str,
+        force: bool,
+        keep: &PublicKey,
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        let tx = self.write()?;
+        let Some((id, uid)) = tx
+            .query_row("SELECT id, uid FROM networks WHERE name = ?1", [name], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<[u8; 16]>>(1)?))
+            })
+            .optional()?
+        else {
+            return Err(StoreError::NoSuchNetwork(name.to_owned()));
+        };
+        let members: Vec<[u8; 32]> = {
+            let mut stmt =
+                tx.prepare("SELECT public_key FROM members WHERE network_id = ?1 AND public_key != ?2")?;
+            let rows = stmt.query_map(params![id, &keep.as_bytes()[..]], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if !members.is_empty() && !force {
+            return Err(StoreError::NetworkHasMembers {
+                name: name.to_owned(),
+                members: members.len(),
+            });
+        }
+        if let Some(uid) = uid {
+            for key in &members {
+                tx.execute(
+                    "INSERT OR REPLACE INTO removed (network_uid, network, public_key, at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![&uid[..], name, &key[..], unix_secs(now)],
+                )?;
+            }
+        }
+        tx.execute("DELETE FROM tokens WHERE network_id = ?1", [id])?;
+        tx.execute("DELETE FROM members WHERE network_id = ?1", [id])?;
+        tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(members.len())
+    }
+
+    /// The names of every network, including any whose stored row no longer parses.
+    pub fn network_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM networks ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every network, by name.
@@ -477,7 +652,6 @@ impl Store {
         now: SystemTime,
     ) -> Result<Joined, StoreError> {
         let token = JoinToken::parse(token)?;
-        check_name("member", name, false)?;
         let tx = self.write()?;
         let Some((info, hash, network_id)) = load_token(&tx, token.id()).optional()? else {
             return Err(TokenError::Unknown.into());
@@ -503,17 +677,25 @@ impl Store {
         let (used_v4, used_v6) = used_addresses(&tx, network_id)?;
         let ipv4 = network.plan.allocate_v4(&used_v4)?;
         let ipv6 = network.plan.allocate_v6(&used_v6)?;
+        let label = names::printable_label(name);
+        let name = unique_name(&tx, network_id, name)?;
         tx.execute(
-            "INSERT INTO members (network_id, public_key, name, authorized, ipv4, ipv6, created)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)",
+            "INSERT INTO members (network_id, public_key, name, label, authorized, ipv4, ipv6, created)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
             params![
                 network_id,
                 &public_key.as_bytes()[..],
                 name,
+                label,
                 ipv4.to_string(),
                 ipv6.map(|a| a.to_string()),
                 unix_secs(now),
             ],
+        )?;
+        // It is a member again: no longer one to tell that it was removed.
+        tx.execute(
+            "DELETE FROM removed WHERE network_uid = ?1 AND public_key = ?2",
+            params![&network.id.0[..], &public_key.as_bytes()[..]],
         )?;
         let mut limits = info.limits;
         limits.consume();
@@ -539,7 +721,6 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<Member, StoreError> {
-        check_name("member", name, false)?;
         let tx = self.write()?;
         let net = load_network(&tx, network)?;
         let Some(ipv4) = net.plan.controller_v4() else {
@@ -566,13 +747,18 @@ impl Store {
                 PublicKey::from_bytes(holder).fingerprint()
             )));
         }
+        let network_id =
+            network_id(&tx, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.into()))?;
+        let label = names::printable_label(name);
+        let name = unique_name(&tx, network_id, name)?;
         tx.execute(
-            "INSERT INTO members (network_id, public_key, name, authorized, ipv4, ipv6, created)
-             VALUES ((SELECT id FROM networks WHERE name = ?1), ?2, ?3, 1, ?4, ?5, ?6)",
+            "INSERT INTO members (network_id, public_key, name, label, authorized, ipv4, ipv6, created)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
             params![
-                network,
+                network_id,
                 &public_key.as_bytes()[..],
                 name,
+                label,
                 ipv4.to_string(),
                 net.plan.controller_v6().map(|a| a.to_string()),
                 unix_secs(now),
@@ -658,9 +844,15 @@ impl Store {
         Ok(member)
     }
 
-    /// Removes a member; its addresses become free for the next join. To cut a machine off but keep
-    /// its addresses, deauthorize it instead.
-    pub fn remove_member(&mut self, network: &str, key: &PublicKey) -> Result<Member, StoreError> {
+    /// Removes a member; its addresses become free for the next join, and the removal is recorded
+    /// (see [`Store::removals`]) until the key joins again. To cut a machine off but keep its
+    /// addresses, deauthorize it instead.
+    pub fn remove_member(
+        &mut self,
+        network: &str,
+        key: &PublicKey,
+        now: SystemTime,
+    ) -> Result<Member, StoreError> {
         let tx = self.write()?;
         let Some(member) = load_member(&tx, network, key).optional()? else {
             return Err(no_member(&tx, network, key)?);
@@ -670,8 +862,29 @@ impl Store {
              WHERE network_id = (SELECT id FROM networks WHERE name = ?1) AND public_key = ?2",
             params![network, &key.as_bytes()[..]],
         )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO removed (network_uid, network, public_key, at)
+             SELECT uid, name, ?2, ?3 FROM networks WHERE name = ?1 AND uid IS NOT NULL",
+            params![network, &key.as_bytes()[..], unix_secs(now)],
+        )?;
         tx.commit()?;
         Ok(member)
+    }
+
+    /// Every key removed from a network that has not joined it again, oldest first.
+    pub fn removals(&self) -> Result<Vec<Removal>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT network, network_uid, public_key, at FROM removed ORDER BY at, network")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Removal {
+                network: r.get(0)?,
+                network_id: NetworkId(r.get(1)?),
+                public_key: PublicKey::from_bytes(r.get(2)?),
+                at: from_unix_secs(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records when (and from where) members of `network` were last seen, all in one transaction so
@@ -710,8 +923,218 @@ impl Store {
     }
 }
 
+/// What [`backup`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub schema_version: u32,
+    pub networks: i64,
+    pub members: i64,
+    pub bytes: u64,
+}
+
+/// Copies `state_dir/controller.db` to `dest` with SQLite's online backup, while the daemon may be
+/// running and writing: the copy is one consistent snapshot, in a single file (no write-ahead log)
+/// made `0600`, checked with `PRAGMA integrity_check` and synced. `dest` must not exist.
+pub fn backup(state_dir: &Path, dest: &Path) -> Result<BackupInfo, StoreError> {
+    use rusqlite::OpenFlags;
+    let path = state_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Invalid(format!(
+            "there is no controller database at {}; is this the controller's state directory \
+             (`state_dir` in its configuration)?",
+            path.display()
+        )));
+    }
+    check_file(&path)?;
+    // Read-write without create: a reader of a WAL database may need to make the -shm file.
+    let source = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(Duration::from_secs(5))?;
+    check_contents(&source, &path)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot create {}: {e}{}",
+                dest.display(),
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    " (a backup never overwrites a file; give a new name)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+    let result = (|| {
+        let mut copy = Connection::open(dest)?;
+        {
+            let run = rusqlite::backup::Backup::new(&source, &mut copy)?;
+            run.run_to_completion(256, Duration::from_millis(5), None)?;
+        }
+        let mode: String = copy.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::Invalid(format!(
+                "the backup keeps journal mode {mode:?}"
+            )));
+        }
+        let check: String = copy.query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Invalid(format!(
+                "the backup fails its integrity check ({check})"
+            )));
+        }
+        let info = BackupInfo {
+            schema_version: copy.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            networks: copy.query_row("SELECT count(*) FROM networks", [], |r| r.get(0))?,
+            members: copy.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?,
+            bytes: 0,
+        };
+        drop(copy);
+        let file = fs::File::open(dest)?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(BackupInfo { bytes, ..info })
+    })();
+    if result.is_err() {
+        // Half a backup must not be mistaken for one.
+        let _ = fs::remove_file(dest);
+    }
+    result
+}
+
+/// The first check of an existing database file, before SQLite opens it: SQLite would take an empty
+/// file for a new database, and a file of something else for a damaged one only later.
+fn check_file(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let damaged = |why: String| StoreError::Damaged {
+        path: path.to_owned(),
+        why,
+    };
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Err(damaged("is empty".into()));
+    }
+    let mut header = [0u8; 16];
+    if file.read_exact(&mut header).is_err() || &header != b"SQLite format 3\0" {
+        return Err(damaged(format!("is not an SQLite database ({len} bytes)")));
+    }
+    Ok(())
+}
+
+/// The second check, once open: the pages are intact and a schema is there.
+fn check_contents(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |why: String| StoreError::Damaged {
+        path: path.to_owned(),
+        why,
+    };
+    let result: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(|e| damaged(format!("cannot be checked ({e})")))?;
+    if result != "ok" {
+        return Err(damaged(format!("fails its integrity check ({result})")));
+    }
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| damaged(format!("cannot be read ({e})")))?;
+    if version == 0 {
+        return Err(damaged("has no schema".into()));
+    }
+    Ok(())
+}
+
+/// Gives every member a unique DNS-safe name, keeping what it was called as its label, in the order
+/// they joined (so the first `laptop` keeps its name), then makes names unique for good.
+fn rename_members_uniquely(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let rows: Vec<(i64, i64, String)> = {
+        let mut stmt =
+            tx.prepare("SELECT id, network_id, name FROM members ORDER BY network_id, created, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut taken: std::collections::HashMap<i64, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for (id, network_id, requested) in rows {
+        let names_taken = taken.entry(network_id).or_default();
+        let name = names::unique(&names::dns_name(&requested), |n| names_taken.contains(n));
+        names_taken.insert(name.clone());
+        tx.execute(
+            "UPDATE members SET name = ?2, label = ?3 WHERE id = ?1",
+            params![id, name, names::printable_label(&requested)],
+        )?;
+    }
+    tx.execute_batch("CREATE UNIQUE INDEX members_by_name ON members (network_id, name);")?;
+    Ok(())
+}
+
+/// A name for a new member of `network_id` from the one it asked for: DNS-safe, and unique there.
+fn unique_name(tx: &Transaction<'_>, network_id: i64, requested: &str) -> Result<String, StoreError> {
+    let mut stmt = tx.prepare("SELECT 1 FROM members WHERE network_id = ?1 AND name = ?2")?;
+    let mut failed = None;
+    let name = names::unique(&names::dns_name(requested), |candidate| {
+        match stmt.exists(params![network_id, candidate]) {
+            Ok(taken) => taken,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(name),
+    }
+}
+
+/// Refuses a new network whose blocks share addresses with another network's: two members would
+/// hold the same address, and traffic would go to either. A stored block that no longer parses is
+/// skipped here (that network is not served; see `ControllerService::refresh`).
+fn check_overlaps(tx: &Transaction<'_>, spec: &NetworkSpec) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare("SELECT name, ipv4_block, ipv6_block FROM networks")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, v4, v6) = row?;
+        let clash = |theirs: &str| {
+            StoreError::Invalid(format!(
+                "the block {} overlaps {theirs} of network {name:?}; members of both would hold the \
+                 same addresses. Choose a block that does not overlap (`meshd network list` shows \
+                 the blocks in use)",
+                if theirs.contains(':') {
+                    spec.ipv6.map(|p| p.to_string()).unwrap_or_default()
+                } else {
+                    spec.ipv4.to_string()
+                },
+            ))
+        };
+        if let Ok(theirs) = v4.parse::<Ipv4Prefix>()
+            && blocks::overlap_v4(theirs, spec.ipv4)
+        {
+            return Err(clash(&v4));
+        }
+        if let (Some(ours), Some(Ok(theirs))) = (spec.ipv6, v6.as_deref().map(str::parse::<Ipv6Prefix>))
+            && blocks::overlap_v6(theirs, ours)
+        {
+            return Err(clash(v6.as_deref().unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
 /// Applies the migrations the database has not seen, one transaction each.
-fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
     let known = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -723,37 +1146,30 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError>
                 known,
             });
         }
-        let Some(script) = migrations.get(version as usize) else {
+        let Some(step) = migrations.get(version as usize) else {
             return Ok(());
         };
-        tx.execute_batch(script)?;
+        match step {
+            Migration::Sql(script) => tx.execute_batch(script)?,
+            Migration::Code(step) => step(&tx)?,
+        }
         // user_version lives in the database header, which is written in the same transaction.
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
     }
 }
 
-/// Names are for humans and for the CLI's arguments: printable, not blank, not absurdly long.
-/// Network names also end up in file and interface names, so they are kept to `[A-Za-z0-9._-]`.
-fn check_name(what: &str, name: &str, strict: bool) -> Result<(), StoreError> {
+/// Network names are for humans and the CLI's arguments, and also end up in file and interface
+/// names: not blank, not absurdly long, `[A-Za-z0-9._-]` starting with a letter or digit. (Members'
+/// names are chosen by the controller instead: see [`names`].)
+fn check_network_name(name: &str) -> Result<(), StoreError> {
     const MAX: usize = 64;
-    let ok_char = |c: char| {
-        if strict {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-        } else {
-            !c.is_control()
-        }
-    };
-    let starts_well = name.chars().next().is_some_and(|c| c.is_alphanumeric());
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > MAX || !starts_well || !name.chars().all(ok_char) {
-        let allowed = if strict {
-            "letters, digits, '.', '_' and '-'"
-        } else {
-            "printable characters"
-        };
         return Err(StoreError::Invalid(format!(
-            "{what} name {name:?} is not usable: it must start with a letter or digit and be at \
-             most {MAX} bytes of {allowed}"
+            "network name {name:?} is not usable: it must start with a letter or digit and be at \
+             most {MAX} bytes of letters, digits, '.', '_' and '-'"
         )));
     }
     Ok(())
@@ -776,7 +1192,7 @@ fn no_member(conn: &Connection, network: &str, key: &PublicKey) -> Result<StoreE
     })
 }
 
-const NETWORK_COLUMNS: &str = "name, ipv4_block, ipv6_block, mtu, reserve_controller, created";
+const NETWORK_COLUMNS: &str = "name, ipv4_block, ipv6_block, mtu, reserve_controller, created, uid";
 
 fn load_network(conn: &Connection, name: &str) -> Result<Network, StoreError> {
     conn.query_row(
@@ -794,6 +1210,7 @@ fn network_from_row(r: &Row<'_>) -> rusqlite::Result<Network> {
     let plan = AddressPlan::new(ipv4, ipv6, r.get(4)?).map_err(|e| corrupt(1, e))?;
     Ok(Network {
         name: r.get(0)?,
+        id: NetworkId(r.get(6)?),
         plan,
         mtu: r.get(3)?,
         created: from_unix_secs(r.get(5)?),
@@ -808,7 +1225,7 @@ enum MemberFlag {
 }
 
 const MEMBER_COLUMNS: &str = "n.name, m.public_key, m.name, m.authorized, m.ipv4, m.ipv6, \
-                              m.created, m.last_seen, m.last_endpoint, m.ingress";
+                              m.created, m.last_seen, m.last_endpoint, m.ingress, m.label";
 
 fn load_member(conn: &Connection, network: &str, key: &PublicKey) -> rusqlite::Result<Member> {
     conn.query_row(
@@ -827,6 +1244,7 @@ fn member_from_row(r: &Row<'_>) -> rusqlite::Result<Member> {
         network: r.get(0)?,
         public_key: PublicKey::from_bytes(key),
         name: r.get(2)?,
+        label: r.get(10)?,
         authorized: r.get(3)?,
         ipv4: parse_col(r, 4)?,
         ipv6: parse_opt_col(r, 5)?,
@@ -926,9 +1344,9 @@ mod tests {
     }
 
     /// A migration that leaves a trace each time it runs, so running twice would show.
-    const COUNTING: &[&str] = &[
-        "CREATE TABLE runs (n INTEGER) STRICT; INSERT INTO runs VALUES (1);",
-        "INSERT INTO runs VALUES (2);",
+    const COUNTING: &[Migration] = &[
+        Migration::Sql("CREATE TABLE runs (n INTEGER) STRICT; INSERT INTO runs VALUES (1);"),
+        Migration::Sql("INSERT INTO runs VALUES (2);"),
     ];
 
     #[test]
@@ -959,7 +1377,7 @@ mod tests {
         drop(Store::open_with(&dir, &COUNTING[..1]).unwrap());
         let broken = [
             COUNTING[0],
-            "INSERT INTO runs VALUES (2); INSERT INTO no_such_table VALUES (1);",
+            Migration::Sql("INSERT INTO runs VALUES (2); INSERT INTO no_such_table VALUES (1);"),
         ];
         assert!(matches!(
             Store::open_with(&dir, &broken),
@@ -1004,13 +1422,10 @@ mod tests {
     }
 
     #[test]
-    fn names_are_checked() {
-        assert!(check_name("network", "lab-1.east_2", true).is_ok());
-        assert!(check_name("member", "Küche laptop", false).is_ok());
-        for bad in ["", "-lead", "has space", "a/b", &"x".repeat(65)] {
-            assert!(check_name("network", bad, true).is_err(), "{bad:?}");
+    fn network_names_are_checked() {
+        assert!(check_network_name("lab-1.east_2").is_ok());
+        for bad in ["", "-lead", "has space", "a/b", "Küche", &"x".repeat(65)] {
+            assert!(check_network_name(bad).is_err(), "{bad:?}");
         }
-        assert!(check_name("member", "tab\there", false).is_err());
-        assert!(check_name("member", " lead", false).is_err());
     }
 }

@@ -18,11 +18,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use super::routing::{RoutingReport, RoutingView};
 use super::state;
 use crate::api::node::{
-    JoinFailure, JoinFailureKind, JoinResponse, MembershipStatus, NodeRequest, NodeStatus, PathKind,
-    PeerStatusView,
+    JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, MemberStanding, MembershipStatus, NodeRequest,
+    NodeStatus, PathKind, PeerStatusView,
 };
-use crate::controller::service::{self, ControllerService};
-use crate::mesh::agent::{self, Agent, base64_key};
+use crate::controller::service::{self, ControllerService, Received};
+use crate::mesh::agent::{self, Agent, Standing, base64_key};
 use crate::mesh::channel::{Admit, Channel, OpenError, Opened};
 use crate::mesh::message::{Body, LocalInfo};
 use crate::node::{DropReason, Endpoint, PeerSpec};
@@ -53,6 +53,7 @@ pub struct MeshTask {
     pub state_dir: PathBuf,
     pub rng: ChaCha20Rng,
     pub pending_join: Option<oneshot::Sender<Result<JoinResponse, JoinFailure>>>,
+    pub pending_leave: Option<oneshot::Sender<Result<LeaveResponse, String>>>,
     pub addresses: Vec<(IpAddr, u8)>,
     /// What the routing task should install, from the map in use.
     pub routing: watch::Sender<Option<RoutingView>>,
@@ -165,7 +166,20 @@ impl MeshTask {
         };
         let request_len = input.datagram.len();
         let acted = match (&mut self.controller, &mut self.agent) {
-            (Some(c), _) => c.handle_message(now, clock::wall(), from, &sender, body, request_len),
+            (Some(c), _) => {
+                let sent = UNIX_EPOCH + Duration::from_nanos(counter);
+                c.handle_message(
+                    now,
+                    clock::wall(),
+                    Received {
+                        from,
+                        sender: &sender,
+                        sent,
+                        len: request_len,
+                    },
+                    body,
+                )
+            }
             (None, Some(a)) => a.handle_message(now, &sender, body),
             (None, None) => false,
         };
@@ -220,6 +234,24 @@ impl MeshTask {
                     }
                 }
             }
+            NodeRequest::Leave(reply) => {
+                let Some(agent) = &mut self.agent else {
+                    let _ = reply.send(Err("this daemon runs the controller; its node leaves no \
+                                            network (delete networks with `meshd network delete`)"
+                        .to_string()));
+                    return;
+                };
+                if self.pending_leave.is_some() {
+                    let _ = reply.send(Err("leaving is in progress already".to_string()));
+                    return;
+                }
+                match agent.leave(clock::now()) {
+                    Ok(()) => self.pending_leave = Some(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
         }
     }
 
@@ -268,6 +300,20 @@ impl MeshTask {
                     tracing::error!("{e:#}");
                 }
             }
+            agent::Output::Forget => {
+                if let Err(e) = state::forget(&self.state_dir) {
+                    tracing::error!("{e:#}");
+                }
+            }
+            agent::Output::LeaveDone(result) => {
+                match &result {
+                    Ok(network) => tracing::info!("left network {network:?}"),
+                    Err(e) => tracing::warn!("leaving failed: {e}"),
+                }
+                if let Some(reply) = self.pending_leave.take() {
+                    let _ = reply.send(result.map(|network| LeaveResponse { network }));
+                }
+            }
             agent::Output::JoinDone(result) => {
                 match &result {
                     Ok(r) => tracing::info!("joined network {:?} as {:?} with {}", r.network, r.name, r.ipv4),
@@ -311,7 +357,22 @@ impl MeshTask {
         }
     }
 
+    /// Gives the interface exactly these addresses (an `mtu` of 0 leaves the MTU as it is): those it
+    /// had and no longer should are taken off, since the controller may give them to another member.
     fn set_interface(&mut self, addresses: Vec<(IpAddr, u8)>, mtu: u16) {
+        for (addr, len) in self.addresses.clone() {
+            if addresses.contains(&(addr, len)) {
+                continue;
+            }
+            match ifconfig::remove_address(&self.interface, addr, len) {
+                Ok(()) => tracing::info!("{} no longer has address {addr}/{len}", self.interface),
+                Err(e) => tracing::error!("cannot take {addr}/{len} off {}: {e}", self.interface),
+            }
+        }
+        self.addresses.retain(|a| addresses.contains(a));
+        if mtu == 0 || addresses.is_empty() {
+            return;
+        }
         if let Err(e) = ifconfig::configure(&self.interface, &addresses, mtu) {
             tracing::error!("cannot configure {}: {e}", self.interface);
             return;
@@ -361,6 +422,11 @@ impl MeshTask {
                 controller_key: base64_key(&m.controller_key),
                 controller: m.controller,
                 authorized: a.authorized(),
+                standing: match a.standing() {
+                    Standing::Deauthorized => MemberStanding::Deauthorized,
+                    Standing::Disowned => MemberStanding::Disowned,
+                    Standing::Authorized | Standing::Removed { .. } => MemberStanding::Authorized,
+                },
                 map_version: a.map_version(),
                 controller_last_heard_secs: a
                     .last_heard()
@@ -384,6 +450,10 @@ impl MeshTask {
                 .into_iter()
                 .map(|(name, n)| (name.to_string(), n))
                 .collect(),
+            removed_from: self.agent.as_ref().and_then(|a| match a.standing() {
+                Standing::Removed { network } if a.membership().is_none() => Some(network.clone()),
+                _ => None,
+            }),
         }
     }
 

@@ -37,14 +37,21 @@ use crate::wg::{self, Device, uapi_server};
 use mesh::{MESH_QUEUE, MeshTask};
 use routing::{RoutingReport, RoutingTask};
 
+/// How `meshd up` was asked to start, beyond the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpOptions {
+    /// Make a new node key where the old one is lost (`meshd up --new-key`).
+    pub new_key: bool,
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT (or the interface is deleted).
-pub fn up(config: Config) -> anyhow::Result<()> {
+pub fn up(config: Config, options: UpOptions) -> anyhow::Result<()> {
     files::ensure_private_dir(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     // Held until this function returns; the kernel drops it if the process dies.
     let _lock = files::lock(&config.lock_path())?;
     check_interface_free(&config.interface)?;
-    let secret = state::node_key(&config.state_dir, random::seed())?;
+    let secret = state::node_key(&config.state_dir, random::seed(), options.new_key)?;
     let own_key = *secret.public_key();
     tracing::info!("node key {}", own_key.fingerprint());
     let (membership, map) = if config.controller.enabled {
@@ -165,6 +172,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         state_dir: config.state_dir.clone(),
         rng: ChaCha20Rng::from_seed(random::seed()),
         pending_join: None,
+        pending_leave: None,
         addresses: Vec::new(),
         routing: routing_tx,
         routing_report,

@@ -11,6 +11,13 @@
 //! (a public node learns a NATed peer's address from its first direct packet). A node behind NAT
 //! keeps its mappings open with a keepalive to the controller (which is also the relay's address) and
 //! to the reachable peers it talks to directly.
+//!
+//! Losing the membership: only an authenticated [`Body::Removed`] from the node's controller, for the
+//! network id saved at the join, ends it (after `meshd member remove` there, or the node's own
+//! [`Agent::leave`]); the node then takes its addresses off the interface, drops its peers, forgets
+//! its saved membership and map, and may join again. A controller that answers "not a member" (one
+//! that lost its database, or runs another) is not believed: the node keeps its peers and map, logs
+//! an error, and keeps polling.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,7 +29,9 @@ use zeroize::Zeroizing;
 
 use super::map::{Assembler, NetworkMap, PageOutcome};
 use super::membership::Membership;
-use super::message::{Body, JoinMsg, JoinedMsg, LocalInfo, PollMsg, RefusalKind, RefusedMsg};
+use super::message::{
+    Body, JoinMsg, JoinedMsg, LEAVE_PAD, LocalInfo, NetworkId, PollMsg, RefusalKind, RefusedMsg,
+};
 use crate::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
 use crate::controller::token::JoinToken;
 use crate::node::PeerSpec;
@@ -58,6 +67,29 @@ pub enum Output {
     },
     /// The answer to [`Agent::join`].
     JoinDone(Result<JoinResponse, JoinFailure>),
+    /// The node is no longer a member: remove the saved membership and map.
+    Forget,
+    /// The answer to [`Agent::leave`]: the network left, or why not.
+    LeaveDone(Result<String, String>),
+}
+
+/// Where the node stands with its controller, as far as it has heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// A member (or nothing heard to the contrary yet).
+    Authorized,
+    /// The controller says this node is a member but deauthorized: no peers until it is authorized.
+    Deauthorized,
+    /// The controller says it does not know this node or its network. Peers and map are kept: the
+    /// controller may have lost its state.
+    Disowned,
+    /// Removed from this network by the controller; no membership any more.
+    Removed { network: String },
+}
+
+struct Leaving {
+    next_send: Instant,
+    deadline: Instant,
 }
 
 struct Joining {
@@ -75,8 +107,10 @@ pub struct Agent {
     membership: Option<Membership>,
     map: Option<NetworkMap>,
     authorized: bool,
+    standing: Standing,
     assembler: Assembler,
     joining: Option<Joining>,
+    leaving: Option<Leaving>,
     next_poll: Option<Instant>,
     last_heard: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -107,10 +141,12 @@ impl Agent {
             own_key,
             local,
             authorized: true,
+            standing: Standing::Authorized,
             membership,
             map,
             assembler: Assembler::default(),
             joining: None,
+            leaving: None,
             next_poll: None,
             last_heard: None,
             outputs: VecDeque::new(),
@@ -142,6 +178,10 @@ impl Agent {
         self.authorized
     }
 
+    pub fn standing(&self) -> &Standing {
+        &self.standing
+    }
+
     pub fn last_heard(&self) -> Option<Instant> {
         self.last_heard
     }
@@ -167,7 +207,8 @@ impl Agent {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let join = self.joining.as_ref().map(|j| j.next_send.min(j.deadline));
-        [join, self.next_poll].into_iter().flatten().min()
+        let leave = self.leaving.as_ref().map(|l| l.next_send.min(l.deadline));
+        [join, leave, self.next_poll].into_iter().flatten().min()
     }
 
     /// Starts joining with `token` through the controller at `controller`. The answer comes as
@@ -184,7 +225,8 @@ impl Agent {
                 kind: JoinFailureKind::AlreadyJoined,
                 message: format!(
                     "this node is a member of network {:?} already (controller {}); it rejoins by \
-                     itself after a restart, and a node belongs to one network",
+                     itself after a restart, and a node belongs to one network. To join another, \
+                     leave this one first with `meshd leave`",
                     m.network, m.controller
                 ),
             });
@@ -214,6 +256,24 @@ impl Agent {
     /// Gives up the join in progress, if any, without an answer (its caller went away).
     pub fn abandon_join(&mut self) {
         self.joining = None;
+    }
+
+    /// Asks the controller to remove this node from its network. The answer comes as
+    /// [`Output::LeaveDone`], at the latest after [`JOIN_TIMEOUT`]; on success the membership is
+    /// forgotten as after any removal.
+    pub fn leave(&mut self, now: Instant) -> Result<(), String> {
+        if self.membership.is_none() {
+            return Err("this node is not a member of a network".to_string());
+        }
+        if self.leaving.is_some() {
+            return Err("leaving is in progress already; wait for it to finish".to_string());
+        }
+        self.leaving = Some(Leaving {
+            next_send: now,
+            deadline: now + JOIN_TIMEOUT,
+        });
+        self.handle_timeout(now);
+        Ok(())
     }
 
     /// A control message sealed by `sender`. Returns whether it was acted on (the shell then records
@@ -257,27 +317,60 @@ impl Agent {
                 true
             }
             Body::MapCurrent { network: n, .. } if n == network => {
+                self.standing = Standing::Authorized;
                 if !self.authorized {
                     self.authorized = true;
                     self.publish_peers();
                 }
                 true
             }
-            Body::NotAuthorized { network: n, member } if n == network => {
+            Body::NotAuthorized {
+                network: n,
+                member: true,
+            } if n == network => {
                 if self.authorized || self.map.is_some() {
                     tracing::warn!(
-                        "the controller says this node is {} network {network:?}; it keeps asking",
-                        if member {
-                            "not authorized in"
-                        } else {
-                            "no longer a member of"
-                        }
+                        "the controller says this node is not authorized in network {network:?}; it \
+                         keeps asking"
                     );
                 }
+                self.standing = Standing::Deauthorized;
                 self.authorized = false;
                 self.map = None;
                 self.publish_peers();
                 self.persist();
+                true
+            }
+            Body::NotAuthorized {
+                network: n,
+                member: false,
+            } if n == network => {
+                // A node that asked to leave is out either way: the controller has no record of it.
+                if self.leaving.is_some() {
+                    tracing::warn!(
+                        "the controller does not know this node in network {network:?}; leaving here"
+                    );
+                    self.forget_membership(&network);
+                    return true;
+                }
+                // Not a removal: a controller that lost its database, or a foreign one, says this of
+                // everyone. Keep working on the last map.
+                if self.standing != Standing::Disowned {
+                    tracing::error!(
+                        "the controller says it does not know this node in network {network:?}, but \
+                         it has not removed it: its database may be lost or replaced. Keeping the \
+                         peers and the last map, and asking again; if the node was meant to leave, \
+                         `meshd leave`"
+                    );
+                }
+                self.standing = Standing::Disowned;
+                true
+            }
+            Body::Removed {
+                network: n,
+                network_id,
+            } => {
+                self.on_removed(&n, network_id);
                 true
             }
             // Joined/JoinRefused outside a join (late duplicates) and messages about other networks.
@@ -285,7 +378,73 @@ impl Agent {
         }
     }
 
+    fn on_removed(&mut self, network: &str, id: NetworkId) {
+        let Some(m) = &self.membership else { return };
+        if !m.is_network(network, id) {
+            tracing::warn!(
+                "the controller says this node was removed from network {network:?} ({id}), which is \
+                 not the network it joined ({:?}, {}); ignored",
+                m.network,
+                m.network_id
+                    .map_or_else(|| "no id".to_string(), |i| i.to_string())
+            );
+            return;
+        }
+        tracing::warn!(
+            "removed from network {network:?} by its controller; the addresses and peers are gone, \
+             and `meshd join` with a new token joins again"
+        );
+        self.forget_membership(network);
+    }
+
+    /// Ends the membership here: addresses, peers, saved files, and a pending leave answered.
+    fn forget_membership(&mut self, network: &str) {
+        let Some(m) = &self.membership else { return };
+        self.outputs.push_back(Output::Interface {
+            addresses: Vec::new(),
+            mtu: m.mtu,
+        });
+        self.outputs.push_back(Output::Peers(Vec::new()));
+        self.outputs.push_back(Output::Forget);
+        if self.leaving.take().is_some() {
+            self.outputs.push_back(Output::LeaveDone(Ok(network.to_string())));
+        }
+        self.membership = None;
+        self.map = None;
+        self.authorized = false;
+        self.standing = Standing::Removed {
+            network: network.to_string(),
+        };
+        self.next_poll = None;
+        self.assembler = Assembler::default();
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(l) = &mut self.leaving {
+            if now >= l.deadline {
+                self.leaving = None;
+                let controller = self.membership.as_ref().map(|m| m.controller);
+                self.outputs.push_back(Output::LeaveDone(Err(format!(
+                    "no answer from the controller{} within {} s, so this node is still a member; \
+                     try again when the controller is reachable, or ask its operator to `meshd \
+                     member remove` it",
+                    controller.map(|c| format!(" at {c}")).unwrap_or_default(),
+                    JOIN_TIMEOUT.as_secs()
+                ))));
+            } else if now >= l.next_send
+                && let Some(m) = &self.membership
+            {
+                l.next_send = now + JOIN_RETRY;
+                self.outputs.push_back(Output::Send {
+                    to: m.controller,
+                    key: PublicKey::from_bytes(m.controller_key),
+                    body: Body::Leave {
+                        network: m.network.clone(),
+                        pad: vec![0; LEAVE_PAD],
+                    },
+                });
+            }
+        }
         if let Some(j) = &mut self.joining {
             if now >= j.deadline {
                 let controller = j.controller;
@@ -341,6 +500,7 @@ impl Agent {
             ipv4_block: msg.ipv4_block,
             ipv6_block: msg.ipv6_block,
             mtu: msg.mtu,
+            network_id: Some(msg.network_id),
         };
         let response = JoinResponse {
             network: membership.network.clone(),
@@ -357,6 +517,7 @@ impl Agent {
         self.membership = Some(membership);
         self.map = None;
         self.authorized = true;
+        self.standing = Standing::Authorized;
         self.last_heard = Some(now);
         self.persist();
         self.publish_peers();
@@ -378,6 +539,7 @@ impl Agent {
         }
         self.map = Some(map);
         self.authorized = true;
+        self.standing = Standing::Authorized;
         self.publish_peers();
         self.persist();
     }

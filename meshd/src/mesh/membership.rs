@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::message::NetworkId;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub network: String,
@@ -17,6 +19,30 @@ pub struct Membership {
     pub ipv4_block: (Ipv4Addr, u8),
     pub ipv6_block: Option<(Ipv6Addr, u8)>,
     pub mtu: u16,
+    /// The network's id as the controller gave it at the join; `None` in a membership saved by an
+    /// older meshd, which then believes a `Removed` for its network's name.
+    #[serde(default, with = "id_hex", skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<NetworkId>,
+}
+
+/// A network id as 32 hex digits in JSON.
+mod id_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::NetworkId;
+
+    pub fn serialize<S: Serializer>(id: &Option<NetworkId>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.serialize_str(&id.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NetworkId>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl Membership {
@@ -28,6 +54,11 @@ impl Membership {
             out.push((IpAddr::V6(v6), len));
         }
         out
+    }
+
+    /// Whether a `Removed` for `network` with `id` is about this membership.
+    pub fn is_network(&self, network: &str, id: NetworkId) -> bool {
+        network == self.network && self.network_id.is_none_or(|own| own == id)
     }
 }
 
@@ -66,13 +97,24 @@ mod tests {
             ipv4_block: ("203.0.113.0".parse().unwrap(), 24),
             ipv6_block: None,
             mtu: 1420,
+            network_id: Some(NetworkId([0x5a; 16])),
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(
             text.contains("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
             "{text}"
         );
+        assert!(text.contains(&"5a".repeat(16)), "{text}");
         assert_eq!(serde_json::from_str::<Membership>(&text).unwrap(), m);
+        // A membership saved before networks had ids reads back without one.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("network_id");
+        let old: Membership = serde_json::from_value(old).unwrap();
+        assert_eq!(old.network_id, None);
+        assert!(old.is_network("lab", NetworkId([1; 16])));
+        assert!(m.is_network("lab", NetworkId([0x5a; 16])));
+        assert!(!m.is_network("lab", NetworkId([1; 16])));
+        assert!(!m.is_network("other", NetworkId([0x5a; 16])));
         assert_eq!(
             m.interface_addresses(),
             vec![("203.0.113.2".parse().unwrap(), 24)]

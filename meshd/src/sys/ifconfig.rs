@@ -21,6 +21,16 @@ pub fn configure(interface: &str, addresses: &[(IpAddr, u8)], mtu: u16) -> io::R
     Ok(())
 }
 
+/// Takes an address (with its prefix length) off `interface`; one that is not there is no error.
+pub fn remove_address(interface: &str, addr: IpAddr, len: u8) -> io::Result<()> {
+    let cidr = format!("{addr}/{len}");
+    let family = if addr.is_ipv4() { "-4" } else { "-6" };
+    match ip(&[family, "address", "del", &cidr, "dev", interface]) {
+        Err(e) if e.to_string().contains("Cannot assign requested address") => Ok(()),
+        other => other,
+    }
+}
+
 fn ip(args: &[&str]) -> io::Result<()> {
     let output = Command::new("ip")
         .args(args)

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use meshd::api::controller::CreateToken;
 use meshd::api::node::{
-    JoinFailure, JoinFailureKind, JoinResponse, NodeRequest, NodeStatus, PathKind, PeerStatusView,
+    JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, NodeRequest, NodeStatus, PathKind,
+    PeerStatusView,
 };
 use meshd::api::{
     ApiClient, ApiCounters, ApiState, ApiToken, ControllerHandle, Limits, Listener, encode_key, serve,
@@ -199,6 +200,11 @@ async fn fake_node(mut rx: mpsc::Receiver<NodeRequest>) {
                 };
                 let _ = reply.send(answer);
             }
+            NodeRequest::Leave(reply) => {
+                let _ = reply.send(Ok(LeaveResponse {
+                    network: "lab".into(),
+                }));
+            }
         }
     }
 }
@@ -241,5 +247,6 @@ pub fn expected_status() -> NodeStatus {
         routing: None,
         ingress: None,
         drops: [("control_bad_auth".to_string(), 3), ("no_route".to_string(), 0)].into(),
+        removed_from: None,
     }
 }
