@@ -15,7 +15,7 @@ use meshd::controller::token::{JoinToken, TokenPolicy};
 use meshd::mesh::agent::{self, Agent, NAT_KEEPALIVE};
 use meshd::mesh::channel::{Channel, Opened};
 use meshd::mesh::message::LocalInfo;
-use meshd::mesh::relay::RelayTable;
+use meshd::mesh::relay::{self, Refusal, RelayTable};
 use meshd::node::PeerSpec;
 use meshd_crypto::{PublicKey, StaticSecret};
 use rand_chacha::ChaCha20Rng;
@@ -30,6 +30,8 @@ struct NodeSim {
     seen_at: SocketAddr,
     peers: Option<Vec<PeerSpec>>,
     joined: Option<Result<JoinResponse, JoinFailure>>,
+    /// The relay token the controller issued it last.
+    relay_token: Option<[u8; 8]>,
 }
 
 struct World {
@@ -69,14 +71,14 @@ impl World {
                     name: "lab".into(),
                     ipv4: "203.0.113.0/24".parse().unwrap(),
                     ipv6: Some("2001:db8:1000::/64".parse().unwrap()),
-                    mtu: 1420,
+                    mtu: 1376,
                     reserve_controller: true,
                 },
                 wall,
             )
             .unwrap();
         let store = Arc::new(Mutex::new(store));
-        let controller = ControllerService::new(Arc::clone(&store), ctl_key, "border".into());
+        let controller = ControllerService::new(Arc::clone(&store), ctl_key, "border".into(), [0x5e; 32]);
         #[allow(clippy::disallowed_methods, reason = "a fixed origin for the virtual clock")]
         let start = Instant::now();
         let mut world = World {
@@ -125,6 +127,7 @@ impl World {
             seen_at: seen_at.parse().unwrap(),
             peers: None,
             joined: None,
+            relay_token: None,
         });
         self.nodes.len() - 1
     }
@@ -212,6 +215,7 @@ impl World {
                         }
                         agent::Output::Peers(peers) => self.nodes[i].peers = Some(peers),
                         agent::Output::JoinDone(result) => self.nodes[i].joined = Some(result),
+                        agent::Output::RelayToken(token) => self.nodes[i].relay_token = Some(token),
                         agent::Output::Interface { .. } | agent::Output::Persist { .. } => {}
                     }
                 }
@@ -340,16 +344,57 @@ fn joined_nodes_get_every_peer_with_the_right_path() {
     assert_eq!(w.own_peers.len(), 3);
     let own2 = w.own_peers.iter().find(|p| p.key == k2).unwrap();
     assert_eq!(own2.direct, Some("192.0.2.20:40002".parse().unwrap()));
-    // The relay forwards between them, by those addresses.
+    // The relay forwards between them, by those addresses, with the token each was issued.
+    let n2_at: SocketAddr = "192.0.2.20:40002".parse().unwrap();
+    let t2 = w.nodes[n2].relay_token.expect("n2 was issued a relay token");
+    let t3 = w.nodes[n3].relay_token.expect("n3 was issued a relay token");
+    assert_ne!(t2, t3, "tokens are per member");
+    assert_eq!(
+        w.relay.forward(n2_at, &t2, k3.as_bytes()),
+        Ok("192.0.2.30:40003".parse().unwrap())
+    );
     assert_eq!(
         w.relay
-            .forward("192.0.2.20:40002".parse().unwrap(), k3.as_bytes()),
-        Some("192.0.2.30:40003".parse().unwrap())
+            .forward("198.51.100.99:1".parse().unwrap(), &t2, k3.as_bytes()),
+        Err(Refusal::NotAllowed)
     );
+    // A stranger who forges n2's address gets nothing without n2's token.
+    for forged in [[0; 8], [0x42; 8], t3] {
+        assert!(
+            w.relay.forward(n2_at, &forged, k3.as_bytes()).is_err(),
+            "{forged:?}"
+        );
+    }
     assert_eq!(
-        w.relay.forward("198.51.100.99:1".parse().unwrap(), k3.as_bytes()),
-        None
+        w.relay.forward(n2_at, &[0x42; 8], k3.as_bytes()),
+        Err(Refusal::BadToken)
     );
+}
+
+#[test]
+fn relay_tokens_rotate_and_members_keep_up() {
+    let (mut w, [_n1, n2, n3]) = three_nodes("rotate");
+    let k3 = w.key(n3);
+    let n2_at: SocketAddr = "192.0.2.20:40002".parse().unwrap();
+    let first = w.nodes[n2].relay_token.unwrap();
+    // Past one rotation: n2 polled meanwhile and holds the new token; the old one still works (a
+    // member that has not polled since keeps relaying).
+    w.advance(relay::TOKEN_ROTATION + agent::POLL_INTERVAL + Duration::from_millis(10));
+    let second = w.nodes[n2].relay_token.unwrap();
+    assert_ne!(first, second, "a new token after the rotation");
+    assert!(w.relay.forward(n2_at, &second, k3.as_bytes()).is_ok());
+    assert!(
+        w.relay.forward(n2_at, &first, k3.as_bytes()).is_ok(),
+        "the previous epoch's"
+    );
+    // Two rotations on, the first one is refused; the member's current one works.
+    w.advance(relay::TOKEN_ROTATION);
+    assert_eq!(
+        w.relay.forward(n2_at, &first, k3.as_bytes()),
+        Err(Refusal::BadToken)
+    );
+    let current = w.nodes[n2].relay_token.unwrap();
+    assert!(w.relay.forward(n2_at, &current, k3.as_bytes()).is_ok());
 }
 
 #[test]
@@ -371,10 +416,11 @@ fn deauthorizing_drops_a_member_everywhere_and_authorizing_restores_it() {
         "n1 keeps no peer: {:?}",
         w.peers_of(n1)
     );
+    let t2 = w.nodes[n2].relay_token.unwrap();
     assert_eq!(
         w.relay
-            .forward("192.0.2.20:40002".parse().unwrap(), k1.as_bytes()),
-        None
+            .forward("192.0.2.20:40002".parse().unwrap(), &t2, k1.as_bytes()),
+        Err(Refusal::NotAllowed)
     );
 
     w.store.lock().unwrap().set_authorized("lab", &k1, true).unwrap();
@@ -534,7 +580,7 @@ fn a_restarted_controller_serves_the_same_members_and_addresses() {
     // A new service on the same database, as after kill -9 and a restart.
     let store = Arc::new(Mutex::new(Store::open(&w.dir).unwrap()));
     w.store = Arc::clone(&store);
-    w.controller = ControllerService::new(store, w.ctl_key, "border".into());
+    w.controller = ControllerService::new(store, w.ctl_key, "border".into(), [0x5e; 32]);
     w.ctl_channel = Channel::new(StaticSecret::from_bytes([0xc0; 32]));
     w.controller.refresh(w.now, w.wall).unwrap();
     w.pump();
@@ -586,7 +632,8 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
         "{} bytes",
         encoded.len()
     );
-    // The welcome, then each page once: the push after the join is the only copy of the map.
+    // The welcome, then each page once (the push after the join is the only copy of the map), then
+    // the relay token.
     let pages = encoded.len().div_ceil(meshd::mesh::map::PAGE_DATA);
-    assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages);
+    assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages + 1);
 }

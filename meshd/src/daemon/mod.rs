@@ -131,7 +131,8 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             map,
         )
     });
-    let controller = store.map(|store| ControllerService::new(store, own_key, mesh::host_name()));
+    let controller =
+        store.map(|store| ControllerService::new(store, own_key, mesh::host_name(), random::seed()));
     let (routing_tx, routing_rx) = watch::channel(None);
     let routing_report = Arc::new(Mutex::new(RoutingReport::default()));
     let routing_task = RoutingTask {

@@ -58,6 +58,8 @@ pub enum Output {
     },
     /// The answer to [`Agent::join`].
     JoinDone(Result<JoinResponse, JoinFailure>),
+    /// The relay (the controller's node) issued this node a token for its relay frames.
+    RelayToken([u8; 8]),
 }
 
 struct Joining {
@@ -79,6 +81,8 @@ pub struct Agent {
     joining: Option<Joining>,
     next_poll: Option<Instant>,
     last_heard: Option<Instant>,
+    /// The relay token last received, so an unchanged one is not passed on again.
+    relay_token: Option<[u8; 8]>,
     outputs: VecDeque<Output>,
 }
 
@@ -113,6 +117,7 @@ impl Agent {
             joining: None,
             next_poll: None,
             last_heard: None,
+            relay_token: None,
             outputs: VecDeque::new(),
         };
         if let Some(m) = &agent.membership {
@@ -263,6 +268,13 @@ impl Agent {
                 self.map = None;
                 self.publish_peers();
                 self.persist();
+                true
+            }
+            Body::RelayToken { network: n, token } if n == network => {
+                if self.relay_token != Some(token) {
+                    self.relay_token = Some(token);
+                    self.outputs.push_back(Output::RelayToken(token));
+                }
                 true
             }
             // Joined/JoinRefused outside a join (late duplicates) and messages about other networks.

@@ -15,6 +15,7 @@
 //!                      Poll { network, have_version, listen_port, local_addrs }   every few seconds;
 //!                          answered by MapPage x n (a newer map), MapCurrent, or NotAuthorized
 //! controller -> node   MapPage { network, version, index, count, data }  also pushed on every change
+//!                      RelayToken { network, token }                    after every poll answer
 //! ```
 //!
 //! Secrets: the token crosses the wire only inside the envelope, sealed to the controller key the
@@ -48,6 +49,12 @@ pub enum Body {
     NotAuthorized {
         network: String,
         member: bool,
+    },
+    /// The member's current ticket for the controller's relay, sent after every answer to its poll
+    /// (tokens rotate; see `mesh::relay`). A secret between the two, hence only in an envelope.
+    RelayToken {
+        network: String,
+        token: [u8; 8],
     },
 }
 
@@ -192,6 +199,10 @@ mod tests {
             Body::NotAuthorized {
                 network: "lab".into(),
                 member: true,
+            },
+            Body::RelayToken {
+                network: "lab".into(),
+                token: [0xa5; 8],
             },
         ]
         .into_iter()

@@ -1,0 +1,124 @@
+//! Full-size packets on every path a peer may take: direct and through the controller's relay, over
+//! both mesh families, with DF pings at the interface MTU and bulk TCP checked by SHA-256.
+//!
+//! A relayed datagram carries a relay frame on top of WireGuard's own overhead; when the interface MTU
+//! did not account for it, pings of every size crossed directly while full-size packets between two
+//! NATed nodes were refused by the sender's kernel (EMSGSIZE) and TCP between them stalled.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use meshd_tests::e2e;
+use meshd_tests::mesh::{Mesh, MeshNode, diagnostics, expect_path, ping_every_pair};
+use meshd_tests::transfer::tcp_transfer;
+
+/// Bytes of the transfers, each way they are run.
+const TRANSFER: u64 = 32 << 20;
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// 1. Every ordered pair of the controller, n1 (public) and n2, n3 (each behind NAT; they reach each
+///    other only through the relay) answers `ping -M do` pings that fill the interface MTU exactly,
+///    over IPv4 and IPv6; then 32 MiB of TCP cross a relayed pair and a direct pair in both mesh
+///    families with the same SHA-256 on both ends.
+#[test]
+fn mesh_full_size_packets_and_tcp_cross_direct_and_relayed_paths() {
+    e2e(|lab| {
+        let mesh = Mesh::three_nodes(lab);
+        let all = mesh.all();
+        let mtu = interface_mtu(&mesh.ctl);
+        for node in &all {
+            assert_eq!(
+                interface_mtu(node),
+                mtu,
+                "{} has another interface MTU than the controller's node",
+                node.name()
+            );
+        }
+        println!("interface MTU {mtu}");
+        ping_every_pair(&all);
+        let (n1, n2, n3) = (mesh.node("n1"), mesh.node("n2"), mesh.node("n3"));
+        expect_path(n2, n3, "relayed", Duration::from_secs(10));
+        expect_path(n3, n2, "relayed", Duration::from_secs(10));
+        expect_path(n1, n2, "direct", Duration::from_secs(10));
+
+        for from in &all {
+            for to in &all {
+                if from.name() != to.name() {
+                    ping_df(from, to, IpAddr::V4(to.mesh_v4()), mtu - 28);
+                    ping_df(from, to, IpAddr::V6(to.mesh_v6()), mtu - 48);
+                }
+            }
+        }
+
+        let mut port = 41000;
+        for (from, to, path) in [(n2, n3, "relayed"), (n1, n2, "direct")] {
+            for dest in [IpAddr::V4(to.mesh_v4()), IpAddr::V6(to.mesh_v6())] {
+                port += 1;
+                let report = tcp_transfer(from.netns(), to.netns(), dest, port, TRANSFER, TRANSFER_TIMEOUT)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "32 MiB of TCP from {} to {} at {dest} ({path}) failed: {e}\n{}\n{}",
+                            from.name(),
+                            to.name(),
+                            diagnostics(from),
+                            diagnostics(to)
+                        )
+                    });
+                report.assert_intact();
+                println!(
+                    "{} -> {} at {dest} ({path}): {} bytes in {:?} ({:.2} Gbit/s)",
+                    from.name(),
+                    to.name(),
+                    report.received_bytes,
+                    report.elapsed,
+                    report.gbit_per_s()
+                );
+            }
+        }
+    });
+}
+
+/// The MTU of a node's mesh interface, as `ip` shows it.
+#[track_caller]
+fn interface_mtu(node: &MeshNode) -> u16 {
+    let shown = node.netns().ip(&["-o", "link", "show", "dev", node.interface()]);
+    let mut words = shown.split_whitespace();
+    words
+        .by_ref()
+        .find(|w| *w == "mtu")
+        .and_then(|_| words.next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MTU in `ip link show` of {}: {shown}", node.interface()))
+}
+
+/// Three pings of `payload` bytes with don't-fragment, every one answered.
+#[track_caller]
+fn ping_df(from: &MeshNode, to: &MeshNode, dest: IpAddr, payload: u16) {
+    let size = payload.to_string();
+    let argv = [
+        "ping",
+        "-n",
+        "-q",
+        "-M",
+        "do",
+        "-s",
+        &size,
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &dest.to_string(),
+    ];
+    if let Err(e) = from.netns().try_run(&argv, Duration::from_secs(15)) {
+        panic!(
+            "{} -> {} at {dest}: {payload}-byte pings with DF set (a packet of the interface MTU) were \
+             lost: {e}\n{}\n{}",
+            from.name(),
+            to.name(),
+            diagnostics(from),
+            diagnostics(to)
+        );
+    }
+}
