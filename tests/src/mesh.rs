@@ -408,6 +408,11 @@ impl<'l> Underlay<'l> {
         self.lab
     }
 
+    /// The router every public host and NAT is cabled to: where an attacker on the Internet stands.
+    pub fn inet(&self) -> &Netns {
+        &self.inet
+    }
+
     /// Cables `ns` (interface `dev`) to `inet` with `addr` on its /29 and a default route via `inet`.
     #[track_caller]
     fn attach(&mut self, ns: &Netns, dev: &str, addr_text: &str) -> Ipv4Addr {
