@@ -122,3 +122,83 @@ fn ping_df(from: &MeshNode, to: &MeshNode, dest: IpAddr, payload: u16) {
         );
     }
 }
+
+/// 2. A path that carries less than the interface MTU: n2's own link to its NAT is set to 1400 bytes,
+///    so its relayed datagrams of a full-size packet (1376 + 104) do not fit. The kernel refuses the
+///    first with EMSGSIZE; meshd learns that the path carries 1400 - 104 = 1296 and answers the next
+///    too-big packets with ICMP "fragmentation needed" / "packet too big" into the TUN device: the
+///    kernel of n2 then holds a path MTU of 1296 towards n3, DF pings of that size cross, and
+///    32 MiB of TCP from n2 to n3 complete with the same SHA-256, in both families.
+#[test]
+fn mesh_a_smaller_underlay_mtu_is_learned_and_answered_with_icmp() {
+    const LINK_MTU: u16 = 1400;
+    const PATH_MTU: u16 = LINK_MTU - 104;
+    e2e(|lab| {
+        let mesh = Mesh::three_nodes(lab);
+        let (n2, n3) = (mesh.node("n2"), mesh.node("n3"));
+        let mtu = interface_mtu(n2);
+        ping_every_pair(&[n2, n3]);
+        expect_path(n2, n3, "relayed", Duration::from_secs(10));
+        n2.netns()
+            .ip(&["link", "set", "dev", "eth0", "mtu", &LINK_MTU.to_string()]);
+
+        for dest in [IpAddr::V4(n3.mesh_v4()), IpAddr::V6(n3.mesh_v6())] {
+            let header = if dest.is_ipv4() { 28 } else { 48 };
+            // Full-size pings: the first meets EMSGSIZE, the next are answered "too big".
+            let argv_full = [
+                "ping",
+                "-n",
+                "-M",
+                "do",
+                "-s",
+                &(mtu - header).to_string(),
+                "-c",
+                "3",
+                "-i",
+                "0.3",
+                "-W",
+                "1",
+                &dest.to_string(),
+            ];
+            let full = n2.netns().try_run(&argv_full, Duration::from_secs(15));
+            let text = match &full {
+                Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            println!("full-size pings from n2 to {dest} over the smaller link:\n{text}");
+            let route = n2.netns().ip(&["route", "get", &dest.to_string()]);
+            assert!(
+                route.contains(&format!("mtu {PATH_MTU}")),
+                "n2's kernel did not learn the path MTU {PATH_MTU} towards {dest} from meshd's answer; \
+                 `ip route get` shows:\n{route}\n{}",
+                diagnostics(n2)
+            );
+            ping_df(n2, n3, dest, PATH_MTU - header);
+            let port = if dest.is_ipv4() { 42001 } else { 42002 };
+            let report = tcp_transfer(n2.netns(), n3.netns(), dest, port, TRANSFER, TRANSFER_TIMEOUT)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "32 MiB of TCP from n2 to n3 at {dest} over the smaller link failed: {e}\n{}\n{}",
+                        diagnostics(n2),
+                        diagnostics(n3)
+                    )
+                });
+            report.assert_intact();
+            println!(
+                "n2 -> n3 at {dest} over a {LINK_MTU}-byte link: {} bytes in {:?}",
+                report.received_bytes, report.elapsed
+            );
+        }
+        let log = n2.log_tail(400);
+        assert!(
+            log.contains(&format!("carries packets of at most {PATH_MTU} bytes")),
+            "n2's log does not say what it learned:\n{}",
+            n2.log_tail(30)
+        );
+        assert!(
+            log.contains("too_big="),
+            "n2 counted no too_big drop:\n{}",
+            n2.log_tail(30)
+        );
+    });
+}
