@@ -20,6 +20,7 @@ const SPARE: usize = 6;
 #[test]
 fn meshd_wg_keeps_forwarding_with_every_descriptor_taken() {
     e2e(|lab| {
+        meshd_tests::tools::require("prlimit", "util-linux");
         let meshd = WgImpl::meshd_wg();
         let config = PairConfig {
             underlay: Family::V4,
