@@ -8,9 +8,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use meshd_tests::e2e;
 use meshd_tests::mesh::{Mesh, MeshNode, diagnostics, expect_path, ping_every_pair};
 use meshd_tests::transfer::tcp_transfer;
+use meshd_tests::{Family, e2e};
 
 /// Bytes of the transfers, each way they are run.
 const TRANSFER: u64 = 32 << 20;
@@ -19,63 +19,84 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(90);
 /// 1. Every ordered pair of the controller, n1 (public) and n2, n3 (each behind NAT; they reach each
 ///    other only through the relay) answers `ping -M do` pings that fill the interface MTU exactly,
 ///    over IPv4 and IPv6; then 32 MiB of TCP cross a relayed pair and a direct pair in both mesh
-///    families with the same SHA-256 on both ends.
+///    families with the same SHA-256 on both ends. The underlay is IPv4.
 #[test]
 fn mesh_full_size_packets_and_tcp_cross_direct_and_relayed_paths() {
-    e2e(|lab| {
-        let mesh = Mesh::three_nodes(lab);
-        let all = mesh.all();
-        let mtu = interface_mtu(&mesh.ctl);
-        for node in &all {
-            assert_eq!(
-                interface_mtu(node),
-                mtu,
-                "{} has another interface MTU than the controller's node",
-                node.name()
+    e2e(|lab| full_size_on_every_path(&Mesh::three_nodes(lab), Family::V4));
+}
+
+/// 2. The same over an IPv6 underlay (the nodes join the controller at its IPv6 address; the NATs
+///    are NAT66): the worst path the MTU is sized for, a full-size packet relayed over IPv6, fills a
+///    1500-byte underlay packet exactly.
+#[test]
+fn mesh_full_size_packets_and_tcp_over_an_ipv6_underlay() {
+    e2e(|lab| full_size_on_every_path(&Mesh::three_nodes_over(lab, Family::V6), Family::V6));
+}
+
+fn full_size_on_every_path(mesh: &Mesh<'_>, underlay: Family) {
+    let all = mesh.all();
+    let mtu = interface_mtu(&mesh.ctl);
+    for node in &all {
+        assert_eq!(
+            interface_mtu(node),
+            mtu,
+            "{} has another interface MTU than the controller's node",
+            node.name()
+        );
+    }
+    println!("interface MTU {mtu}, {underlay:?} underlay");
+    ping_every_pair(&all);
+    let (n1, n2, n3) = (mesh.node("n1"), mesh.node("n2"), mesh.node("n3"));
+    expect_path(n2, n3, "relayed", Duration::from_secs(10));
+    expect_path(n3, n2, "relayed", Duration::from_secs(10));
+    expect_path(n1, n2, "direct", Duration::from_secs(10));
+    // The paths run over the underlay family asked for.
+    for (a, b) in [(n2, n3), (n1, n2)] {
+        let peer = a.peer_status(&b.public_key()).expect("listed");
+        let endpoint = peer.str_field("endpoint");
+        assert_eq!(
+            endpoint.starts_with('['),
+            underlay == Family::V6,
+            "{} reaches {} at {endpoint}, not over {underlay:?}",
+            a.name(),
+            b.name()
+        );
+    }
+
+    for from in &all {
+        for to in &all {
+            if from.name() != to.name() {
+                ping_df(from, to, IpAddr::V4(to.mesh_v4()), mtu - 28);
+                ping_df(from, to, IpAddr::V6(to.mesh_v6()), mtu - 48);
+            }
+        }
+    }
+
+    let mut port = 41000;
+    for (from, to, path) in [(n2, n3, "relayed"), (n1, n2, "direct")] {
+        for dest in [IpAddr::V4(to.mesh_v4()), IpAddr::V6(to.mesh_v6())] {
+            port += 1;
+            let report = tcp_transfer(from.netns(), to.netns(), dest, port, TRANSFER, TRANSFER_TIMEOUT)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "32 MiB of TCP from {} to {} at {dest} ({path}) failed: {e}\n{}\n{}",
+                        from.name(),
+                        to.name(),
+                        diagnostics(from),
+                        diagnostics(to)
+                    )
+                });
+            report.assert_intact();
+            println!(
+                "{} -> {} at {dest} ({path}): {} bytes in {:?} ({:.2} Gbit/s)",
+                from.name(),
+                to.name(),
+                report.received_bytes,
+                report.elapsed,
+                report.gbit_per_s()
             );
         }
-        println!("interface MTU {mtu}");
-        ping_every_pair(&all);
-        let (n1, n2, n3) = (mesh.node("n1"), mesh.node("n2"), mesh.node("n3"));
-        expect_path(n2, n3, "relayed", Duration::from_secs(10));
-        expect_path(n3, n2, "relayed", Duration::from_secs(10));
-        expect_path(n1, n2, "direct", Duration::from_secs(10));
-
-        for from in &all {
-            for to in &all {
-                if from.name() != to.name() {
-                    ping_df(from, to, IpAddr::V4(to.mesh_v4()), mtu - 28);
-                    ping_df(from, to, IpAddr::V6(to.mesh_v6()), mtu - 48);
-                }
-            }
-        }
-
-        let mut port = 41000;
-        for (from, to, path) in [(n2, n3, "relayed"), (n1, n2, "direct")] {
-            for dest in [IpAddr::V4(to.mesh_v4()), IpAddr::V6(to.mesh_v6())] {
-                port += 1;
-                let report = tcp_transfer(from.netns(), to.netns(), dest, port, TRANSFER, TRANSFER_TIMEOUT)
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "32 MiB of TCP from {} to {} at {dest} ({path}) failed: {e}\n{}\n{}",
-                            from.name(),
-                            to.name(),
-                            diagnostics(from),
-                            diagnostics(to)
-                        )
-                    });
-                report.assert_intact();
-                println!(
-                    "{} -> {} at {dest} ({path}): {} bytes in {:?} ({:.2} Gbit/s)",
-                    from.name(),
-                    to.name(),
-                    report.received_bytes,
-                    report.elapsed,
-                    report.gbit_per_s()
-                );
-            }
-        }
-    });
+    }
 }
 
 /// The MTU of a node's mesh interface, as `ip` shows it.
@@ -123,7 +144,7 @@ fn ping_df(from: &MeshNode, to: &MeshNode, dest: IpAddr, payload: u16) {
     }
 }
 
-/// 2. A path that carries less than the interface MTU: n2's own link to its NAT is set to 1400 bytes,
+/// 3. A path that carries less than the interface MTU: n2's own link to its NAT is set to 1400 bytes,
 ///    so its relayed datagrams of a full-size packet (1376 + 104) do not fit. The kernel refuses the
 ///    first with EMSGSIZE; meshd learns that the path carries 1400 - 104 = 1296 and answers the next
 ///    too-big packets with ICMP "fragmentation needed" / "packet too big" into the TUN device: the
