@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use meshd_crypto::SendError;
 use meshd_packet::HEADROOM;
+use meshd_packet::wire::DATA_OVERHEAD;
 use meshd_packet::wire::meshd::write_relay_frame;
 use tokio::sync::mpsc;
 
@@ -249,11 +250,19 @@ impl Context<'_> {
                 tracing::debug!("GSO send to {} failed ({e}); sending datagrams singly", run.to);
                 for datagram in contents.chunks(run.segment) {
                     if let Err(e) = udp.send(run.to, datagram, None) {
-                        send_failed(shared, &udp, &run.peer, Endpoint::Direct(run.to), e);
+                        let path = Endpoint::Direct(run.to);
+                        send_failed(shared, &udp, &run.peer, path, datagram.len(), e);
                     }
                 }
             } else {
-                send_failed(shared, &udp, &run.peer, Endpoint::Direct(run.to), e);
+                send_failed(
+                    shared,
+                    &udp,
+                    &run.peer,
+                    Endpoint::Direct(run.to),
+                    contents.len(),
+                    e,
+                );
             }
         }
     }
@@ -265,31 +274,57 @@ impl Context<'_> {
         self.frame.clear();
         write_relay_frame(peer.key, token, datagram, self.frame);
         if let Err(e) = udp.send(relay, self.frame, None) {
-            send_failed(self.shared, udp, peer, Endpoint::Relayed { relay }, e);
+            send_failed(
+                self.shared,
+                udp,
+                peer,
+                Endpoint::Relayed { relay },
+                datagram.len(),
+                e,
+            );
         }
     }
 }
 
-/// A datagram the socket did not take. EMSGSIZE means the path carries less than the interface MTU:
-/// learn how much from the route, so the next packets too big for it are answered with ICMP.
-fn send_failed(shared: &Shared, udp: &Udp, peer: &PeerShared, path: Endpoint, e: io::Error) {
+/// A datagram the socket did not take (`datagram_len`: the sealed WireGuard message, without any relay
+/// frame). EMSGSIZE means the path carries less than the interface MTU: learn how much from the
+/// route, so the next packets too big for it are answered with ICMP.
+fn send_failed(
+    shared: &Shared,
+    udp: &Udp,
+    peer: &PeerShared,
+    path: Endpoint,
+    datagram_len: usize,
+    e: io::Error,
+) {
     match e.raw_os_error() {
         Some(libc::EMSGSIZE) => {
             shared.drops.add(DropReason::TooBigUnanswered, 1);
+            // The padded packet that did not fit; the path carries less than that.
+            let refused = datagram_len.saturating_sub(DATA_OVERHEAD);
+            let known = peer.path_limit.load();
+            if known
+                .as_deref()
+                .is_some_and(|k| k.path == path && k.mtu < refused)
+            {
+                // Sealed before the limit was learned (the rest of a batch): nothing new, and no
+                // descriptor spent on asking again.
+                return;
+            }
             let route_mtu = udp.path_mtu(path.addr());
             if let Err(e) = &route_mtu {
                 tracing::debug!("cannot read the route MTU towards {}: {e}", path.addr());
             }
-            let learned = too_big::learned(path, route_mtu.ok());
-            let known = peer.path_limit.load();
-            if known.as_deref() != Some(&learned) {
-                tracing::info!(
-                    "the path {path} carries packets of at most {} bytes (the kernel refused a larger \
-                     datagram); larger ones are answered with ICMP \"too big\"",
-                    learned.mtu
-                );
-                peer.path_limit.store(Some(Arc::new(learned)));
-            }
+            let mut learned = too_big::learned(path, route_mtu.ok());
+            // Never above what just failed, so a route that reports more than it carries cannot
+            // make every packet fail and ask again.
+            learned.mtu = learned.mtu.min(refused.saturating_sub(1));
+            tracing::info!(
+                "the path {path} carries packets of at most {} bytes (the kernel refused a larger \
+                 datagram); larger ones are answered with ICMP \"too big\"",
+                learned.mtu
+            );
+            peer.path_limit.store(Some(Arc::new(learned)));
         }
         _ if classify(&e) == OsErrorKind::Exhausted => {
             tracing::debug!("send to {path} failed: {e}");
