@@ -95,7 +95,7 @@ fn controller() -> Controller {
                 name: "lab".into(),
                 ipv4: "10.64.0.0/16".parse().unwrap(),
                 ipv6: Some("2001:db8:40::/64".parse().unwrap()),
-                mtu: 1420,
+                mtu: 1376,
                 reserve_controller: true,
             },
             wall(),
@@ -113,7 +113,7 @@ fn controller() -> Controller {
         keys.push(key);
     }
     let store = Arc::new(Mutex::new(store));
-    let mut service = ControllerService::new(Arc::clone(&store), ctl_key, "border".into());
+    let mut service = ControllerService::new(Arc::clone(&store), ctl_key, "border".into(), [0x5e; 32]);
     let now = epoch();
     service.refresh(now, wall()).unwrap();
     for (i, key) in keys.iter().enumerate() {
@@ -255,7 +255,7 @@ fn node_apply(c: &mut Criterion) {
             ipv6: m.ipv6,
             ipv4_block: ("10.64.0.0".parse().unwrap(), 16),
             ipv6_block: Some(("2001:db8:40::".parse().unwrap(), 64)),
-            mtu: 1420,
+            mtu: 1376,
             network_id: None,
         }
     };

@@ -17,6 +17,7 @@
 //!                      Leave { network }                                 answered by Removed
 //! controller -> node   MapPage { network, version, index, count, data }  also pushed on every change
 //!                      Removed { network, network_id }                   also pushed on removal
+//!                      RelayToken { network, token }                    after every poll answer
 //! ```
 //!
 //! Only `Removed` ends a membership, and only for the network id the node saved when it joined: a
@@ -70,6 +71,12 @@ pub enum Body {
     Leave {
         network: String,
         pad: Vec<u8>,
+    },
+    /// The member's current ticket for the controller's relay, sent after every answer to its poll
+    /// (tokens rotate; see `mesh::relay`). A secret between the two, hence only in an envelope.
+    RelayToken {
+        network: String,
+        token: [u8; 8],
     },
 }
 
@@ -284,6 +291,10 @@ mod tests {
             Body::Leave {
                 network: "lab".into(),
                 pad: vec![0; LEAVE_PAD],
+            },
+            Body::RelayToken {
+                network: "lab".into(),
+                token: [0xa5; 8],
             },
         ]
         .into_iter()

@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Through a relay frame: the relay sees the destination, the recipient gets the same bytes.
     let mut frame = Vec::new();
-    meshd::write_relay_frame(*bob.public_key().as_bytes(), &env, &mut frame);
+    meshd::write_relay_frame(*bob.public_key().as_bytes(), [1; 8], &env, &mut frame);
     let Ok(MeshdMessage::Relay(f)) = meshd::parse_meshd(&frame) else {
         panic!("relay frame did not parse");
     };

@@ -70,7 +70,7 @@ fn networks_are_created_listed_and_shown() {
     assert_eq!(created.name, "lab");
     assert_eq!(created.ipv4, "10.77.0.0/24");
     assert_eq!(created.ipv6.as_deref(), Some("fd77::/64"));
-    assert_eq!(created.mtu, 1420);
+    assert_eq!(created.mtu, 1376);
     assert_eq!(created.controller_ipv4, Some("10.77.0.1".parse().unwrap()));
     assert_eq!(created.member_count, 0);
     server.wait_for_change(before);

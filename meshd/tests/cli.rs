@@ -266,7 +266,7 @@ fn controller_commands_against_the_api() {
     assert!(listed.starts_with("NAME") && listed.contains("lab"), "{listed}");
     let json: serde_json::Value =
         serde_json::from_str(&ok(&config, &["network", "show", "lab", "--json"])).unwrap();
-    assert_eq!(json["mtu"], 1420);
+    assert_eq!(json["mtu"], 1376);
 
     // `T=$(meshd token create)`: the token alone on stdout.
     let output = run(&config, &["token", "create", "--expires", "1h"]);

@@ -55,7 +55,7 @@ fn lab(v4: &str) -> NetworkSpec {
         name: "lab".into(),
         ipv4: v4.parse().unwrap(),
         ipv6: Some("fd44:30::/64".parse().unwrap()),
-        mtu: 1420,
+        mtu: 1376,
         reserve_controller: true,
     }
 }
@@ -392,6 +392,19 @@ fn network_operations_refuse_what_cannot_work() {
         store.create_network(&small_mtu, at(1)),
         Err(StoreError::Invalid(_))
     ));
+    // WireGuard's usual 1420 does not fit a relayed path: refused, saying what fits.
+    let mut large_mtu = lab("10.0.1.0/24");
+    large_mtu.name = "large".into();
+    large_mtu.mtu = 1420;
+    match store.create_network(&large_mtu, at(1)) {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("1376"), "{message}"),
+        other => panic!("an MTU of 1420 must be refused: {other:?}"),
+    }
+    large_mtu.mtu = meshd::controller::store::MAX_MTU;
+    // Its own v6 block: lab()'s would overlap the first network's.
+    large_mtu.ipv6 = Some("fd44:31::/64".parse().unwrap());
+    let created = store.create_network(&large_mtu, at(1));
+    assert!(created.is_ok(), "the largest MTU is accepted: {created:?}");
     assert!(matches!(store.network("nope"), Err(StoreError::NoSuchNetwork(_))));
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     assert!(matches!(
@@ -418,7 +431,7 @@ fn network_operations_refuse_what_cannot_work() {
     ));
     let lab = store.network("lab").unwrap();
     assert_eq!(lab.plan.controller_v4(), Some(Ipv4Addr::new(44, 30, 127, 1)));
-    assert_eq!(lab.mtu, 1420);
+    assert_eq!(lab.mtu, 1376);
 }
 
 #[test]
@@ -568,7 +581,7 @@ fn spec(name: &str, v4: &str, v6: Option<&str>) -> NetworkSpec {
         name: name.into(),
         ipv4: v4.parse().unwrap(),
         ipv6: v6.map(|p| p.parse().unwrap()),
-        mtu: 1420,
+        mtu: 1376,
         reserve_controller: true,
     }
 }

@@ -17,7 +17,7 @@ use meshd::mesh::channel::{Admit, Channel, Opened};
 use meshd::mesh::map::NetworkMap;
 use meshd::mesh::membership::Membership;
 use meshd::mesh::message::{Body, LocalInfo, NetworkId};
-use meshd::mesh::relay::RelayTable;
+use meshd::mesh::relay::{self, Refusal, RelayTable};
 use meshd::node::PeerSpec;
 use meshd_crypto::{PublicKey, StaticSecret};
 use rand_chacha::ChaCha20Rng;
@@ -37,6 +37,8 @@ struct NodeSim {
     addresses: Option<Vec<(IpAddr, u8)>>,
     /// What is on disk: the membership and map as last persisted (`None` after `Forget`).
     saved: Option<(Membership, Option<NetworkMap>)>,
+    /// The relay token the controller issued it last.
+    relay_token: Option<[u8; 8]>,
 }
 
 struct World {
@@ -92,14 +94,14 @@ impl World {
                     name: "lab".into(),
                     ipv4: "203.0.113.0/24".parse().unwrap(),
                     ipv6: Some("2001:db8:1000::/64".parse().unwrap()),
-                    mtu: 1420,
+                    mtu: 1376,
                     reserve_controller: true,
                 },
                 wall,
             )
             .unwrap();
         let store = Arc::new(Mutex::new(store));
-        let controller = ControllerService::new(Arc::clone(&store), ctl_key, "border".into());
+        let controller = ControllerService::new(Arc::clone(&store), ctl_key, "border".into(), [0x5e; 32]);
         #[allow(clippy::disallowed_methods, reason = "a fixed origin for the virtual clock")]
         let start = Instant::now();
         let mut world = World {
@@ -154,6 +156,7 @@ impl World {
             left: None,
             addresses: None,
             saved: None,
+            relay_token: None,
         });
         self.nodes.len() - 1
     }
@@ -277,6 +280,7 @@ impl World {
                             self.nodes[i].saved = Some((membership, map));
                         }
                         agent::Output::Forget => self.nodes[i].saved = None,
+                        agent::Output::RelayToken(token) => self.nodes[i].relay_token = Some(token),
                     }
                 }
             }
@@ -383,7 +387,7 @@ impl World {
         setup(&mut store);
         let store = Arc::new(Mutex::new(store));
         self.store = Arc::clone(&store);
-        self.controller = ControllerService::new(store, self.ctl_key, "border".into());
+        self.controller = ControllerService::new(store, self.ctl_key, "border".into(), [0x5e; 32]);
         self.controller.refresh(self.now, self.wall).unwrap();
         self.pump();
         self.extra_dirs.push(dir);
@@ -486,16 +490,57 @@ fn joined_nodes_get_every_peer_with_the_right_path() {
     assert_eq!(w.own_peers.len(), 3);
     let own2 = w.own_peers.iter().find(|p| p.key == k2).unwrap();
     assert_eq!(own2.direct, Some("192.0.2.20:40002".parse().unwrap()));
-    // The relay forwards between them, by those addresses.
+    // The relay forwards between them, by those addresses, with the token each was issued.
+    let n2_at: SocketAddr = "192.0.2.20:40002".parse().unwrap();
+    let t2 = w.nodes[n2].relay_token.expect("n2 was issued a relay token");
+    let t3 = w.nodes[n3].relay_token.expect("n3 was issued a relay token");
+    assert_ne!(t2, t3, "tokens are per member");
+    assert_eq!(
+        w.relay.forward(n2_at, &t2, k3.as_bytes()),
+        Ok("192.0.2.30:40003".parse().unwrap())
+    );
     assert_eq!(
         w.relay
-            .forward("192.0.2.20:40002".parse().unwrap(), k3.as_bytes()),
-        Some("192.0.2.30:40003".parse().unwrap())
+            .forward("198.51.100.99:1".parse().unwrap(), &t2, k3.as_bytes()),
+        Err(Refusal::NotAllowed)
     );
+    // A stranger who forges n2's address gets nothing without n2's token.
+    for forged in [[0; 8], [0x42; 8], t3] {
+        assert!(
+            w.relay.forward(n2_at, &forged, k3.as_bytes()).is_err(),
+            "{forged:?}"
+        );
+    }
     assert_eq!(
-        w.relay.forward("198.51.100.99:1".parse().unwrap(), k3.as_bytes()),
-        None
+        w.relay.forward(n2_at, &[0x42; 8], k3.as_bytes()),
+        Err(Refusal::BadToken)
     );
+}
+
+#[test]
+fn relay_tokens_rotate_and_members_keep_up() {
+    let (mut w, [_n1, n2, n3]) = three_nodes("rotate");
+    let k3 = w.key(n3);
+    let n2_at: SocketAddr = "192.0.2.20:40002".parse().unwrap();
+    let first = w.nodes[n2].relay_token.unwrap();
+    // Past one rotation: n2 polled meanwhile and holds the new token; the old one still works (a
+    // member that has not polled since keeps relaying).
+    w.advance(relay::TOKEN_ROTATION + agent::POLL_INTERVAL + Duration::from_millis(10));
+    let second = w.nodes[n2].relay_token.unwrap();
+    assert_ne!(first, second, "a new token after the rotation");
+    assert!(w.relay.forward(n2_at, &second, k3.as_bytes()).is_ok());
+    assert!(
+        w.relay.forward(n2_at, &first, k3.as_bytes()).is_ok(),
+        "the previous epoch's"
+    );
+    // Two rotations on, the first one is refused; the member's current one works.
+    w.advance(relay::TOKEN_ROTATION);
+    assert_eq!(
+        w.relay.forward(n2_at, &first, k3.as_bytes()),
+        Err(Refusal::BadToken)
+    );
+    let current = w.nodes[n2].relay_token.unwrap();
+    assert!(w.relay.forward(n2_at, &current, k3.as_bytes()).is_ok());
 }
 
 #[test]
@@ -517,10 +562,11 @@ fn deauthorizing_drops_a_member_everywhere_and_authorizing_restores_it() {
         "n1 keeps no peer: {:?}",
         w.peers_of(n1)
     );
+    let t2 = w.nodes[n2].relay_token.unwrap();
     assert_eq!(
         w.relay
-            .forward("192.0.2.20:40002".parse().unwrap(), k1.as_bytes()),
-        None
+            .forward("192.0.2.20:40002".parse().unwrap(), &t2, k1.as_bytes()),
+        Err(Refusal::NotAllowed)
     );
 
     w.store.lock().unwrap().set_authorized("lab", &k1, true).unwrap();
@@ -680,7 +726,7 @@ fn a_restarted_controller_serves_the_same_members_and_addresses() {
     // A new service on the same database, as after kill -9 and a restart.
     let store = Arc::new(Mutex::new(Store::open(&w.dir).unwrap()));
     w.store = Arc::clone(&store);
-    w.controller = ControllerService::new(store, w.ctl_key, "border".into());
+    w.controller = ControllerService::new(store, w.ctl_key, "border".into(), [0x5e; 32]);
     w.ctl_channel = Channel::new(StaticSecret::from_bytes([0xc0; 32]));
     w.controller.refresh(w.now, w.wall).unwrap();
     w.pump();
@@ -732,9 +778,10 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
         "{} bytes",
         encoded.len()
     );
-    // The welcome, then each page once: the push after the join is the only copy of the map.
+    // The welcome, then each page once (the push after the join is the only copy of the map), then
+    // the relay token.
     let pages = encoded.len().div_ceil(meshd::mesh::map::PAGE_DATA);
-    assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages);
+    assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages + 1);
 }
 
 /// Every message a stranger can send the controller before it is a member, at its smallest and
@@ -987,7 +1034,7 @@ fn a_controller_that_lost_its_database_does_not_empty_its_members_maps() {
                             name: "lab".into(),
                             ipv4: "198.51.100.0/24".parse().unwrap(),
                             ipv6: None,
-                            mtu: 1420,
+                            mtu: 1376,
                             reserve_controller: true,
                         },
                         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -1074,7 +1121,7 @@ fn one_network_that_cannot_be_read_does_not_stop_the_others() {
                 name: "other".into(),
                 ipv4: "198.51.100.0/24".parse().unwrap(),
                 ipv6: None,
-                mtu: 1420,
+                mtu: 1376,
                 reserve_controller: true,
             },
             w.wall,

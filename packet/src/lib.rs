@@ -8,15 +8,19 @@
 //!   encryption adds the WireGuard header and tag in place.
 //! - [`ipv4`], [`ipv6`], [`udp`], [`ip`]: views over any `AsRef<[u8]>`.
 //! - [`wire`]: the WireGuard messages.
+//! - [`icmp`]: the "too big" answers written back into the TUN device.
+//! - [`mtu`]: what each path adds around a packet, and the interface MTU that fits them all.
 //! - [`prefix`]: address prefixes whose constructor masks host bits.
 #![forbid(unsafe_code)]
 
 pub mod buf;
 pub mod checksum;
 pub mod error;
+pub mod icmp;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod mtu;
 pub mod prefix;
 pub mod udp;
 pub mod wire;

@@ -37,6 +37,7 @@ pub mod mesh;
 pub mod netns;
 pub mod pair;
 pub mod process;
+pub mod spoof;
 pub mod token;
 pub mod tools;
 pub mod transfer;

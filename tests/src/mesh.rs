@@ -16,7 +16,10 @@
 //! `.6` of the /29), which routes between them; no bridge module is needed. A host behind NAT sits
 //! on a /28 of 198.51.100.0/24 with its router (a namespace of its own) that masquerades towards
 //! `inet`, keeping ports where it can (plain MASQUERADE). The mesh itself uses 203.0.113.0/24 and
-//! 2001:db8:1000::/64. The underlay has no IPv6.
+//! 2001:db8:1000::/64. The underlay carries IPv6 too: each /29 has a /64 `2001:db8:0:B::/64` (`B`
+//! the /29's first address, in hex; a host `192.0.2.d` is `2001:db8:0:B::d`, `inet` is `::fe`), each NAT LAN
+//! `2001:db8:100:N::/64`, masqueraded by its router like IPv4 (NAT66). Nodes join over IPv4 unless
+//! the mesh is started over IPv6 ([`Mesh::start_over`]), which moves every path to IPv6.
 //!
 //! Each daemon runs in its own network namespace but all share the test's mount namespace, where
 //! every WireGuard-compatible daemon keeps its UAPI socket under `/var/run/wireguard`: so each
@@ -33,7 +36,7 @@ use nix::sys::signal::Signal;
 use crate::json::Value;
 use crate::netns::{End, Nat, Netns, veth};
 use crate::process::{Background, display_command, run_bounded, try_wait_until};
-use crate::{Lab, addr, tools};
+use crate::{Family, Lab, addr, tools};
 
 /// Overrides where [`meshd_binary`] looks for the daemon.
 pub const MESHD_ENV: &str = "MESHD_BIN";
@@ -415,6 +418,11 @@ impl<'l> Underlay<'l> {
         self.lab
     }
 
+    /// The router every public host and NAT is cabled to: where an attacker on the Internet stands.
+    pub fn inet(&self) -> &Netns {
+        &self.inet
+    }
+
     /// Cables `ns` (interface `dev`) to `inet` with `addr` on its /29 and a default route via `inet`.
     #[track_caller]
     fn attach(&mut self, ns: &Netns, dev: &str, addr_text: &str) -> Ipv4Addr {
@@ -433,19 +441,23 @@ impl<'l> Underlay<'l> {
         self.slots.push(base);
         let host_cidr = format!("{ip}/29");
         let gateway_cidr = format!("{gateway}/29");
+        let host6_cidr = format!("{}/64", public_v6(ip));
+        let gateway6 = slot_v6(base, 0xfe);
+        let gateway6_cidr = format!("{gateway6}/64");
         veth(
             End {
                 ns,
                 dev,
-                addrs: &[&host_cidr],
+                addrs: &[&host_cidr, &host6_cidr],
             },
             End {
                 ns: &self.inet,
                 dev: &format!("to-{base}"),
-                addrs: &[&gateway_cidr],
+                addrs: &[&gateway_cidr, &gateway6_cidr],
             },
         );
         ns.add_route("default", &gateway.to_string());
+        ns.add_route("default", &gateway6.to_string());
         ip
     }
 
@@ -467,26 +479,52 @@ impl<'l> Underlay<'l> {
                 assert!(self.lans <= 16, "198.51.100.0/24 has 16 /28s");
                 let router_lan = Ipv4Addr::new(198, 51, 100, base + 1);
                 let host_lan = Ipv4Addr::new(198, 51, 100, base + 2);
+                let lan6 = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, 0x100, u16::from(self.lans), 0, 0, 0, n);
                 veth(
                     End {
                         ns: &router,
                         dev: "lan",
-                        addrs: &[&format!("{router_lan}/28")],
+                        addrs: &[&format!("{router_lan}/28"), &format!("{}/64", lan6(1))],
                     },
                     End {
                         ns: &ns,
                         dev: "eth0",
-                        addrs: &[&format!("{host_lan}/28")],
+                        addrs: &[&format!("{host_lan}/28"), &format!("{}/64", lan6(2))],
                     },
                 );
                 router.enable_forwarding();
                 router.masquerade("wan", Nat::PortPreserving);
+                // The same NAT for IPv6 (NAT66), so a NATed host is reached alike in both families.
+                tools::require("ip6tables", "iptables");
+                router.run(&[
+                    "ip6tables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "wan",
+                    "-j",
+                    "MASQUERADE",
+                ]);
                 ns.add_route("default", &router_lan.to_string());
+                ns.add_route("default", &lan6(1).to_string());
                 self.routers.push(router);
                 (ns, public)
             }
         }
     }
+}
+
+/// The IPv6 address of a public host (or a NAT router's outside end) of the underlay, beside its IPv4
+/// `192.0.2.d`: `2001:db8:0:B::d`, where `B` is the first address of its /29.
+pub fn public_v6(v4: Ipv4Addr) -> Ipv6Addr {
+    let d = v4.octets()[3];
+    slot_v6(d & !7, u16::from(d))
+}
+
+fn slot_v6(base: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, u16::from(base), 0, 0, 0, host)
 }
 
 /// Writes a meshd configuration for `name` in the lab directory and returns its path;
@@ -512,6 +550,8 @@ pub struct Mesh<'l> {
     bin: PathBuf,
     /// How many nodes have joined (the controller's own node is address .1; the n-th joiner .n+1).
     joined: u8,
+    /// The underlay family nodes join (and so reach the controller, the relay and each other) over.
+    family: Family,
 }
 
 /// The scenario of most tests: n1 public, n2 and n3 each behind its own NAT.
@@ -539,12 +579,24 @@ impl<'l> Mesh<'l> {
     /// joining it.
     #[track_caller]
     pub fn start(lab: &'l Lab, specs: &[NodeSpec]) -> Mesh<'l> {
-        Mesh::start_with(lab, specs, "")
+        Mesh::build(lab, specs, "", Family::V4)
     }
 
     /// [`Mesh::start`] with more lines in the controller's `[controller]` table (`name = "border"`).
     #[track_caller]
     pub fn start_with(lab: &'l Lab, specs: &[NodeSpec], controller_keys: &str) -> Mesh<'l> {
+        Mesh::build(lab, specs, controller_keys, Family::V4)
+    }
+
+    /// [`Mesh::start`], with nodes that will join over the underlay's `family`: over IPv6 every path
+    /// (to the controller, through the relay, direct) runs over IPv6, the relay through NAT66.
+    #[track_caller]
+    pub fn start_over(lab: &'l Lab, specs: &[NodeSpec], family: Family) -> Mesh<'l> {
+        Mesh::build(lab, specs, "", family)
+    }
+
+    #[track_caller]
+    fn build(lab: &'l Lab, specs: &[NodeSpec], controller_keys: &str, family: Family) -> Mesh<'l> {
         let bin = meshd_binary();
         let mut underlay = Underlay::new(lab);
         let ctl = start_node(
@@ -564,6 +616,7 @@ impl<'l> Mesh<'l> {
             underlay,
             bin,
             joined: 0,
+            family,
         };
         mesh.ctl
             .cli_ok(&["network", "create", NETWORK, "--ipv4", MESH_V4, "--ipv6", MESH_V6]);
@@ -586,7 +639,13 @@ impl<'l> Mesh<'l> {
     /// [`Mesh::start`] with [`THREE_NODES`], each joined in order with a token of its own.
     #[track_caller]
     pub fn three_nodes(lab: &'l Lab) -> Mesh<'l> {
-        let mut mesh = Mesh::start(lab, &THREE_NODES);
+        Mesh::three_nodes_over(lab, Family::V4)
+    }
+
+    /// [`Mesh::three_nodes`] joined over the underlay's `family`.
+    #[track_caller]
+    pub fn three_nodes_over(lab: &'l Lab, family: Family) -> Mesh<'l> {
+        let mut mesh = Mesh::start_over(lab, &THREE_NODES, family);
         for i in 0..mesh.nodes.len() {
             let token = mesh.token(&[]);
             mesh.join_ok(i, &token);
@@ -615,9 +674,21 @@ impl<'l> Mesh<'l> {
         std::iter::once(&self.ctl).chain(&self.nodes).collect()
     }
 
-    /// Where nodes send their join.
+    /// Where nodes send their join over IPv4.
     pub fn controller_endpoint() -> SocketAddr {
         SocketAddr::new(addr::checked(CONTROLLER_UNDERLAY), PORT)
+    }
+
+    /// Where nodes of this mesh send their join: the controller's address in the underlay family
+    /// the mesh runs over.
+    pub fn controller_at(&self) -> SocketAddr {
+        match self.family {
+            Family::V4 => Mesh::controller_endpoint(),
+            Family::V6 => {
+                let v4: Ipv4Addr = CONTROLLER_UNDERLAY.parse().expect("an IPv4 address");
+                SocketAddr::new(IpAddr::V6(public_v6(v4)), PORT)
+            }
+        }
     }
 
     /// `meshd token create --network lab ARGS` on the controller: the token alone.
@@ -640,7 +711,7 @@ impl<'l> Mesh<'l> {
     #[track_caller]
     pub fn join_ok(&mut self, index: usize, token: &str) {
         let node = &self.nodes[index];
-        let out = node.join(token, Mesh::controller_endpoint());
+        let out = node.join(token, self.controller_at());
         if !out.success() {
             panic!(
                 "{} could not join: {out}\n--- its log ---\n{}\n--- controller log ---\n{}",

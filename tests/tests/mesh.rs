@@ -12,7 +12,7 @@ use meshd_tests::mesh::{
     self, CONTROLLER_UNDERLAY, Mesh, MeshNode, NETWORK, NodeSpec, THREE_NODES, Uplink, expect_path,
     expect_refusal, ping_mesh, ping_run, unix_time,
 };
-use meshd_tests::{e2e, token};
+use meshd_tests::{e2e, spoof, token};
 
 /// Where the nodes of [`mesh::THREE_NODES`] stand: public ones are reached directly, two NATed ones
 /// reach each other through the controller's relay.
@@ -590,5 +590,99 @@ fn mesh_underlay_routes_nats_and_captures() {
         assert_eq!(seen.udp4_between(n2_public, ctl_ip, 14), 1, "{}", seen.summary());
         assert_eq!(seen.udp4_between(ctl_ip, n2_public, 14), 1, "{}", seen.summary());
         assert!(seen.packets.iter().any(|p| p.outgoing) && seen.packets.iter().any(|p| !p.outgoing));
+    });
+}
+
+/// 6. A stranger on the Internet who forges a NATed member's address and port (as the controller
+///    sees it) sends relay frames for another member, without a token and with a made-up one: the
+///    relay forwards none of them (a capture on its underlay sees them come in and never go out),
+///    counts every one as `relay_bad_token`, and the members' own relayed traffic keeps flowing.
+#[test]
+fn mesh_relay_forwards_nothing_for_a_forged_member_address() {
+    const MARKER: &[u8] = b"meshd-forged-relay-frame-5c1d";
+    const EACH: usize = 20;
+    e2e(|lab| {
+        let mesh = Mesh::three_nodes(lab);
+        let (ctl, n2, n3) = (&mesh.ctl, mesh.node("n2"), mesh.node("n3"));
+        ping_mesh(n2, n3, IpAddr::V4(n3.mesh_v4()));
+        expect_path(n2, n3, "relayed", Duration::from_secs(10));
+        // Where the controller hears n2 from (its NAT's address), once it has written it down.
+        let mut n2_seen = Value::Null;
+        meshd_tests::wait_until(
+            "the controller to show n2's endpoint",
+            Duration::from_secs(10),
+            || {
+                n2_seen = mesh.member("n2");
+                n2_seen.get("last_endpoint").and_then(Value::as_str).is_some()
+            },
+        );
+        let n2_at: std::net::SocketAddrV4 = n2_seen
+            .str_field("last_endpoint")
+            .parse()
+            .unwrap_or_else(|e| panic!("n2's last endpoint is not IPv4 address:port ({e}): {n2_seen}"));
+        let relay: std::net::SocketAddrV4 = format!("{CONTROLLER_UNDERLAY}:{}", mesh::PORT).parse().unwrap();
+
+        let capture = Capture::start(ctl.netns(), "eth0", Duration::from_secs(30));
+        let n3_key = spoof::key_bytes(&n3.public_key());
+        for token in [[0u8; 8], [0x42; 8]] {
+            // 0x81 | 0 0 0 | token | destination key | an inner "data message" with the marker.
+            let mut frame = vec![0x81, 0, 0, 0];
+            frame.extend_from_slice(&token);
+            frame.extend_from_slice(&n3_key);
+            frame.extend_from_slice(&[4, 0, 0, 0]);
+            frame.extend_from_slice(MARKER);
+            spoof::send_udp4(mesh.underlay.inet(), n2_at, relay, &frame, EACH);
+        }
+        // The relay's own counter, as its debug log reports it every 5 s.
+        let mut counted = 0;
+        let logged = meshd_tests::process::try_wait_until(
+            &format!("the controller to log relay_bad_token={}", 2 * EACH),
+            Duration::from_secs(12),
+            || {
+                counted = ctl
+                    .log_tail(400)
+                    .lines()
+                    .filter_map(|l| l.split("relay_bad_token=").nth(1))
+                    .filter_map(|n| n.split_whitespace().next()?.parse::<usize>().ok())
+                    .max()
+                    .unwrap_or(0);
+                counted >= 2 * EACH
+            },
+        );
+        let seen = capture.stop();
+        let relay_ip = *relay.ip();
+        let came_in = seen
+            .packets
+            .iter()
+            .filter(|p| !p.outgoing && p.contains(MARKER))
+            .count();
+        let went_out = seen
+            .packets
+            .iter()
+            .filter(|p| p.outgoing && p.contains(MARKER))
+            .count();
+        println!(
+            "forged frames: {came_in} in, {went_out} out, {counted} counted\n{}",
+            seen.summary()
+        );
+        assert!(
+            came_in >= 2 * EACH,
+            "the forged frames must reach the relay for the test to mean anything: {came_in} of {} \
+             seen arriving at {relay_ip}\n{}",
+            2 * EACH,
+            seen.summary()
+        );
+        assert_eq!(
+            went_out,
+            0,
+            "the relay forwarded forged frames\n{}",
+            seen.summary()
+        );
+        if let Err(e) = logged {
+            panic!("{e}: counted {counted}\n{}", ctl.log_tail(30));
+        }
+        // The members' own relayed traffic is untouched.
+        ping_mesh(n2, n3, IpAddr::V4(n3.mesh_v4()));
+        ping_mesh(n3, n2, IpAddr::V6(n2.mesh_v6()));
     });
 }

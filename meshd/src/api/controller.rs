@@ -23,8 +23,9 @@ use crate::controller::token::{JoinKind, TokenError, unix_secs};
 use crate::controller::{Member, Network, NetworkSpec, Store, TokenId, TokenInfo, TokenPolicy};
 use crate::sys::clock;
 
-/// The MTU of a network created without one: 1500 less the 80 bytes of an IPv6 WireGuard header.
-pub const DEFAULT_MTU: u16 = 1420;
+/// The MTU of a network created without one: what fits every path on a 1500-byte underlay, relayed
+/// over IPv6 included (`meshd_packet::mtu`).
+pub const DEFAULT_MTU: u16 = meshd_packet::mtu::DEFAULT_MTU;
 
 /// `POST /v1/networks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,7 +37,7 @@
 //!         name: "lab".into(),
 //!         ipv4: "44.30.127.0/24".parse()?,
 //!         ipv6: None,
-//!         mtu: 1420,
+//!         mtu: 1376,
 //!         reserve_controller: true,
 //!     },
 //!     now,

@@ -35,7 +35,7 @@ use crate::mesh::map::{MapPeer, NetworkMap, paginate};
 use crate::mesh::message::{
     Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, NetworkId, PollMsg, RefusalKind, RefusedMsg, fit_reply,
 };
-use crate::mesh::relay::RelayTable;
+use crate::mesh::relay::{RelayTable, Rotation, TokenIssuer};
 use crate::node::PeerSpec;
 use crate::sys::udp::canonical;
 use meshd_core::log_limit::{LogLimiter, left_out};
@@ -114,6 +114,10 @@ pub struct ControllerService {
     rebuild_at: Option<Instant>,
     last_version: u64,
     next_index: u32,
+    /// Members' relay tokens: derived from a secret drawn at start, rotated every
+    /// [`crate::mesh::relay::TOKEN_ROTATION`].
+    tokens: TokenIssuer,
+    rotation: Option<Rotation>,
     outputs: VecDeque<Output>,
     /// Refused joins are logged, but strangers choose how many there are.
     refusal_log: LogLimiter,
@@ -130,8 +134,9 @@ impl std::fmt::Debug for ControllerService {
 
 impl ControllerService {
     /// A controller whose own node is `own` (named `own_name` in every network that reserves it an
-    /// address). Call [`refresh`](Self::refresh) to load the store.
-    pub fn new(store: Arc<Mutex<Store>>, own: PublicKey, own_name: String) -> Self {
+    /// address), whose relay derives members' tokens from `relay_secret` (random, drawn at start).
+    /// Call [`refresh`](Self::refresh) to load the store.
+    pub fn new(store: Arc<Mutex<Store>>, own: PublicKey, own_name: String, relay_secret: [u8; 32]) -> Self {
         ControllerService {
             store,
             own,
@@ -145,6 +150,8 @@ impl ControllerService {
             rebuild_at: None,
             last_version: 0,
             next_index: 0,
+            tokens: TokenIssuer::new(relay_secret),
+            rotation: None,
             outputs: VecDeque::new(),
             refusal_log: LogLimiter::default(),
         }
@@ -155,7 +162,11 @@ impl ControllerService {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_flush, self.rebuild_at].into_iter().flatten().min()
+        let rotate = self.rotation.map(|r| r.next());
+        [self.next_flush, self.rebuild_at, rotate]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The map version of `network` in use.
@@ -174,6 +185,7 @@ impl ControllerService {
     /// A network that cannot be loaded is logged and keeps the state it was last loaded with (or is
     /// left out), so one damaged row does not stop the others.
     pub fn refresh(&mut self, now: Instant, wall: SystemTime) -> Result<(), StoreError> {
+        self.rotation.get_or_insert(Rotation::new(now));
         let (names, loaded, removals) = {
             let mut store = lock(&self.store);
             let names = store.network_names()?;
@@ -282,6 +294,10 @@ impl ControllerService {
     /// Pushes the maps that members' new addresses changed, and writes the sightings gathered since
     /// the last flush.
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        // New tokens for the new epoch; members get theirs with their next poll's answer.
+        if self.rotation.as_mut().is_some_and(|r| r.advance(now)) {
+            self.publish_own();
+        }
         if self.rebuild_at.is_some_and(|at| now >= at) {
             self.rebuild_at = None;
             for network in std::mem::take(&mut self.dirty) {
@@ -387,10 +403,13 @@ impl ControllerService {
         }
         if !joined.member.authorized {
             self.not_authorized(from, *sender, network, true);
-        } else if self.map_version(&network) == version {
+            return true;
+        }
+        if self.map_version(&network) == version {
             // A repeat join with nothing new changes no map, so nothing was pushed: send it.
             self.send_map(from, *sender, &network);
         }
+        self.send_relay_token(now, from, *sender, network);
         true
     }
 
@@ -434,11 +453,12 @@ impl ControllerService {
                 from,
                 *sender,
                 Body::MapCurrent {
-                    network: msg.network,
+                    network: msg.network.clone(),
                     version,
                 },
             );
         }
+        self.send_relay_token(now, from, *sender, msg.network);
         true
     }
 
@@ -515,6 +535,13 @@ impl ControllerService {
             // Pushed to the address the member was last heard from, not an answer: no limit.
             self.not_a_member(to, &key, network.to_string(), usize::MAX);
         }
+    }
+
+    /// The member's relay token for the current epoch, sealed to it.
+    fn send_relay_token(&mut self, now: Instant, to: SocketAddr, key: PublicKey, network: String) {
+        let epoch = self.rotation.get_or_insert(Rotation::new(now)).epoch;
+        let token = self.tokens.token(key.as_bytes(), epoch);
+        self.send(to, key, Body::RelayToken { network, token });
     }
 
     /// Records where a member was heard from. Returns whether that changed what the map says.
@@ -670,6 +697,9 @@ impl ControllerService {
         let mut addresses = Vec::new();
         let mut mtu: Option<u16> = None;
         let mut relay = RelayTable::default();
+        // This epoch's tokens and the last one's: a member that has not polled since the rotation
+        // still holds the old one.
+        let epoch = self.rotation.map_or(0, |r| r.epoch);
         // Only one peer can hold the default routes; the first network with an ingress decides.
         let mut egress_taken = false;
         for (name, net) in &self.nets {
@@ -688,7 +718,12 @@ impl ControllerService {
                 }
                 let endpoint = self.endpoint_of(name, m);
                 if let Some(seen) = self.seen.get(&(name.clone(), m.public_key)) {
-                    relay.insert(*m.public_key.as_bytes(), seen.endpoint, net.index);
+                    let key = m.public_key.as_bytes();
+                    let tokens = [
+                        self.tokens.token(key, epoch),
+                        self.tokens.token(key, epoch.wrapping_sub(1)),
+                    ];
+                    relay.insert(*key, seen.endpoint, net.index, &tokens);
                 }
                 let spec = specs.entry(m.public_key).or_insert_with(|| PeerSpec {
                     key: m.public_key,

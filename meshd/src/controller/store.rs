@@ -70,6 +70,8 @@ pub const DB_FILE: &str = "controller.db";
 /// The smallest MTU a network may have; IPv6 needs 1280 (RFC 8200), IPv4 alone 576 (RFC 791).
 pub const MIN_MTU_V6: u16 = 1280;
 pub const MIN_MTU_V4: u16 = 576;
+/// The largest network MTU: what every path carries (`meshd_packet::mtu`).
+pub const MAX_MTU: u16 = meshd_packet::mtu::MAX_MTU;
 
 /// One step of the schema.
 #[derive(Debug, Clone, Copy)]
@@ -475,6 +477,15 @@ impl Store {
             return Err(StoreError::Invalid(format!(
                 "an MTU of {} is below the {min_mtu} the network's address families need",
                 spec.mtu
+            )));
+        }
+        if spec.mtu > MAX_MTU {
+            return Err(StoreError::Invalid(format!(
+                "an MTU of {} does not fit every path between members: a packet relayed over an IPv6 \
+                 underlay of 1500 bytes carries {} bytes of headers, so the largest MTU is {MAX_MTU} \
+                 (leave --mtu out for it)",
+                spec.mtu,
+                meshd_packet::mtu::WORST_PATH_OVERHEAD
             )));
         }
         let tx = self.write()?;

@@ -314,6 +314,11 @@ impl MeshTask {
                     let _ = reply.send(result.map(|network| LeaveResponse { network }));
                 }
             }
+            agent::Output::RelayToken(token) => {
+                if self.control.send(MeshCmd::RelayToken(token)).await.is_err() {
+                    tracing::debug!("control loop gone; relay token not applied");
+                }
+            }
             agent::Output::JoinDone(result) => {
                 match &result {
                     Ok(r) => tracing::info!("joined network {:?} as {:?} with {}", r.network, r.name, r.ipv4),
@@ -373,6 +378,7 @@ impl MeshTask {
         if mtu == 0 || addresses.is_empty() {
             return;
         }
+        let mtu = fitting_mtu(mtu);
         if let Err(e) = ifconfig::configure(&self.interface, &addresses, mtu) {
             tracing::error!("cannot configure {}: {e}", self.interface);
             return;
@@ -490,4 +496,24 @@ pub fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "node".to_string())
+}
+
+/// The network's MTU, or the largest that fits every path when the network asks for more (a network
+/// created before that limit existed): a full-size packet relayed over a 1500-byte IPv6 underlay would
+/// not arrive. Said at warning level, once for each MTU asked for.
+fn fitting_mtu(mtu: u16) -> u16 {
+    use meshd_packet::mtu::{MAX_MTU, WORST_PATH_OVERHEAD};
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static WARNED: AtomicU16 = AtomicU16::new(0);
+    if mtu <= MAX_MTU {
+        return mtu;
+    }
+    if WARNED.swap(mtu, Ordering::Relaxed) == mtu {
+        return MAX_MTU;
+    }
+    tracing::warn!(
+        "the network's MTU of {mtu} does not fit a packet relayed over a 1500-byte IPv6 underlay \
+         ({WORST_PATH_OVERHEAD} bytes of headers); the interface uses {MAX_MTU}"
+    );
+    MAX_MTU
 }

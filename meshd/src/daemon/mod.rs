@@ -152,7 +152,7 @@ pub fn up(config: Config, options: UpOptions) -> anyhow::Result<()> {
         )
     });
     let own_name = config.controller.name.clone().unwrap_or_else(mesh::host_name);
-    let controller = store.map(|store| ControllerService::new(store, own_key, own_name));
+    let controller = store.map(|store| ControllerService::new(store, own_key, own_name, random::seed()));
     let (routing_tx, routing_rx) = watch::channel(None);
     let routing_report = Arc::new(Mutex::new(RoutingReport::default()));
     let routing_task = RoutingTask {

@@ -71,6 +71,8 @@ pub enum Output {
     Forget,
     /// The answer to [`Agent::leave`]: the network left, or why not.
     LeaveDone(Result<String, String>),
+    /// The relay (the controller's node) issued this node a token for its relay frames.
+    RelayToken([u8; 8]),
 }
 
 /// Where the node stands with its controller, as far as it has heard.
@@ -113,6 +115,8 @@ pub struct Agent {
     leaving: Option<Leaving>,
     next_poll: Option<Instant>,
     last_heard: Option<Instant>,
+    /// The relay token last received, so an unchanged one is not passed on again.
+    relay_token: Option<[u8; 8]>,
     outputs: VecDeque<Output>,
 }
 
@@ -149,6 +153,7 @@ impl Agent {
             leaving: None,
             next_poll: None,
             last_heard: None,
+            relay_token: None,
             outputs: VecDeque::new(),
         };
         if let Some(m) = &agent.membership {
@@ -371,6 +376,13 @@ impl Agent {
                 network_id,
             } => {
                 self.on_removed(&n, network_id);
+                true
+            }
+            Body::RelayToken { network: n, token } if n == network => {
+                if self.relay_token != Some(token) {
+                    self.relay_token = Some(token);
+                    self.outputs.push_back(Output::RelayToken(token));
+                }
                 true
             }
             // Joined/JoinRefused outside a join (late duplicates) and messages about other networks.

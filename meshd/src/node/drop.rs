@@ -19,6 +19,12 @@ pub enum DropReason {
     HandshakeGaveUp,
     /// Sending on the UDP socket failed.
     SendFailed,
+    /// Larger than its path carries; the sender was answered with ICMP "fragmentation needed" or
+    /// ICMPv6 "packet too big" carrying the size that fits, so its path MTU discovery adapts.
+    TooBig,
+    /// Larger than its path carries, and no ICMP answer was allowed: an IPv4 packet without DF, an
+    /// ICMP error, a source or destination that is not one host, or over the answer rate.
+    TooBigUnanswered,
 
     // From the UDP side.
     /// Not a message of the WireGuard protocol (type, length or reserved bytes).
@@ -59,6 +65,9 @@ pub enum DropReason {
     HandshakeQueueFull,
 
     // meshd's own messages.
+    /// A relay frame to forward without a relay token this relay issued (or one over two rotations
+    /// old): a stranger's, or one with a forged source address.
+    RelayBadToken,
     /// A relay frame this node does not forward: not for it, and not from and to authorized members
     /// of one network (or the node relays for no one).
     RelayRefused,
@@ -88,16 +97,23 @@ pub enum DropReason {
     /// An answer to a sender not authenticated as a member that would have been larger than the
     /// datagram asking for it: not sent.
     ControlReplyWithheld,
+
+    // The host.
+    /// A data thread's system call failed for lack of descriptors, memory or buffers (EMFILE,
+    /// ENFILE, ENOMEM, ENOBUFS): what it held is lost, it pauses briefly and goes on.
+    ResourceExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 37] = [
         DropReason::NotIp,
         DropReason::NoRoute,
         DropReason::NoEndpoint,
         DropReason::QueueFull,
         DropReason::HandshakeGaveUp,
         DropReason::SendFailed,
+        DropReason::TooBig,
+        DropReason::TooBigUnanswered,
         DropReason::Malformed,
         DropReason::UnknownIndex,
         DropReason::Replayed,
@@ -115,6 +131,7 @@ impl DropReason {
         DropReason::BadCookie,
         DropReason::NoPrivateKey,
         DropReason::HandshakeQueueFull,
+        DropReason::RelayBadToken,
         DropReason::RelayRefused,
         DropReason::ControlUnexpected,
         DropReason::ControlMalformed,
@@ -125,6 +142,7 @@ impl DropReason {
         DropReason::ControlReplayed,
         DropReason::ControlRefused,
         DropReason::ControlReplyWithheld,
+        DropReason::ResourceExhausted,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -136,6 +154,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::HandshakeGaveUp => "handshake_gave_up",
             DropReason::SendFailed => "send_failed",
+            DropReason::TooBig => "too_big",
+            DropReason::TooBigUnanswered => "too_big_unanswered",
             DropReason::Malformed => "malformed",
             DropReason::UnknownIndex => "unknown_index",
             DropReason::Replayed => "replayed",
@@ -153,6 +173,7 @@ impl DropReason {
             DropReason::BadCookie => "bad_cookie",
             DropReason::NoPrivateKey => "no_private_key",
             DropReason::HandshakeQueueFull => "handshake_queue_full",
+            DropReason::RelayBadToken => "relay_bad_token",
             DropReason::RelayRefused => "relay_refused",
             DropReason::ControlUnexpected => "control_unexpected",
             DropReason::ControlMalformed => "control_malformed",
@@ -163,6 +184,7 @@ impl DropReason {
             DropReason::ControlReplayed => "control_replayed",
             DropReason::ControlRefused => "control_refused",
             DropReason::ControlReplyWithheld => "control_reply_withheld",
+            DropReason::ResourceExhausted => "resource_exhausted",
         }
     }
 

@@ -37,7 +37,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use meshd_crypto::PublicKey;
-use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, write_relay_frame};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RELAY_TOKEN_LEN, write_relay_frame};
 
 /// Where a peer's datagrams go, or where a received one came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,13 +62,13 @@ impl Endpoint {
     }
 
     /// The datagram that carries `message` to the peer with `key` over this path: the message itself,
-    /// or a relay frame around it.
-    pub(crate) fn frame(&self, key: &PublicKey, message: Vec<u8>) -> Vec<u8> {
+    /// or a relay frame around it with this node's relay `token`.
+    pub(crate) fn frame(&self, key: &PublicKey, token: [u8; RELAY_TOKEN_LEN], message: Vec<u8>) -> Vec<u8> {
         match self {
             Endpoint::Direct(_) => message,
             Endpoint::Relayed { .. } => {
                 let mut out = Vec::with_capacity(RELAY_HEADER_LEN + message.len());
-                write_relay_frame(*key.as_bytes(), &message, &mut out);
+                write_relay_frame(*key.as_bytes(), token, &message, &mut out);
                 out
             }
         }
@@ -244,17 +244,21 @@ mod tests {
     }
 
     #[test]
-    fn a_relayed_frame_carries_the_destination_key_and_the_message_unchanged() {
+    fn a_relayed_frame_carries_the_token_the_destination_key_and_the_message_unchanged() {
         let key = PublicKey::from_bytes([7; 32]);
         let msg = vec![4, 0, 0, 0, 1, 2, 3];
-        assert_eq!(Endpoint::Direct(addr(DIRECT)).frame(&key, msg.clone()), msg);
-        let framed = relayed().frame(&key, msg.clone());
+        assert_eq!(
+            Endpoint::Direct(addr(DIRECT)).frame(&key, [5; 8], msg.clone()),
+            msg
+        );
+        let framed = relayed().frame(&key, [5; 8], msg.clone());
         let Ok(meshd_packet::wire::meshd::MeshdMessage::Relay(frame)) =
             meshd_packet::wire::meshd::parse_meshd(&framed)
         else {
             panic!("not a relay frame")
         };
         assert_eq!(frame.header.destination, [7; 32]);
+        assert_eq!(frame.header.token, [5; 8]);
         assert_eq!(frame.inner, &msg[..]);
     }
 

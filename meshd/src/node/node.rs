@@ -27,7 +27,7 @@ use meshd_crypto::ratelimiter::RateLimiter;
 use meshd_crypto::session::{self, HEADROOM, TAILROOM};
 use meshd_crypto::timers::TimerAction;
 use meshd_crypto::{PresharedKey, PublicKey, StaticSecret};
-use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RelayHeader};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RELAY_TOKEN_LEN, RelayHeader};
 use meshd_packet::wire::{self, Message};
 use meshd_routing::AllowedIps;
 use rand_chacha::ChaCha20Rng;
@@ -59,6 +59,8 @@ pub struct Node {
     listen_port: u16,
     fwmark: u32,
     mtu: usize,
+    /// This node's ticket for its relay, put in every relay frame it writes (zero: none issued yet).
+    relay_token: [u8; RELAY_TOKEN_LEN],
     pub(super) events: VecDeque<Event>,
 }
 
@@ -80,6 +82,7 @@ impl Node {
             listen_port: 0,
             fwmark: 0,
             mtu,
+            relay_token: [0; RELAY_TOKEN_LEN],
             events: VecDeque::new(),
         }
     }
@@ -125,6 +128,12 @@ impl Node {
     /// The tunnel MTU changed (`ip link set mtu`): padding never grows a packet past it.
     pub fn set_mtu(&mut self, mtu: usize) {
         self.mtu = mtu;
+    }
+
+    /// The relay issued this node a new token (over the control channel); frames written from now on
+    /// carry it.
+    pub fn set_relay_token(&mut self, token: [u8; RELAY_TOKEN_LEN]) {
+        self.relay_token = token;
     }
 
     /// The shell bound the UDP socket (after [`Event::Rebind`] or at start).
@@ -224,7 +233,7 @@ impl Node {
                 let reply = checker.create_reply(msg, source, now, &mut self.rng);
                 let reply = reply.as_bytes().to_vec();
                 let datagram = match key {
-                    Some(key) => from.frame(&key, reply),
+                    Some(key) => from.frame(&key, self.relay_token, reply),
                     None => reply,
                 };
                 self.events.push_back(Event::Transmit { to: source, datagram });
@@ -288,7 +297,7 @@ impl Node {
         let before = peer.paths.active();
         peer.paths.on_initiation(from);
         // The response goes back the way the initiation came, whatever path data takes.
-        let datagram = from.frame(&peer.key, response.as_bytes().to_vec());
+        let datagram = from.frame(&peer.key, self.relay_token, response.as_bytes().to_vec());
         self.publish_session(id, before, retired, receiver, true);
         self.events.push_back(Event::Transmit {
             to: from.addr(),
@@ -536,7 +545,7 @@ impl Node {
                 peer.timers.on_authenticated_packet_traversal(now);
                 self.events.push_back(Event::Transmit {
                     to: path.addr(),
-                    datagram: path.frame(&key, msg.as_bytes().to_vec()),
+                    datagram: path.frame(&key, self.relay_token, msg.as_bytes().to_vec()),
                 });
             }
             Err(_) => {
@@ -562,7 +571,7 @@ impl Node {
                 peer.timers.on_authenticated_packet_traversal(now);
                 self.events.push_back(Event::Transmit {
                     to: path.addr(),
-                    datagram: path.frame(&peer.key, buf),
+                    datagram: path.frame(&peer.key, self.relay_token, buf),
                 });
                 true
             }
@@ -603,7 +612,9 @@ impl Node {
                 Ok(len) => {
                     buf.truncate(front + len);
                     if path.is_relayed() {
-                        buf[..front].copy_from_slice(RelayHeader::new(*peer.key.as_bytes()).as_bytes());
+                        buf[..front].copy_from_slice(
+                            RelayHeader::new(*peer.key.as_bytes(), self.relay_token).as_bytes(),
+                        );
                     }
                     self.events.push_back(Event::Transmit {
                         to: path.addr(),

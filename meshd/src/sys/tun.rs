@@ -9,8 +9,10 @@
 //! super-packet encrypt to datagrams of exactly `stride` bytes, back to back: a ready UDP GSO buffer.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use meshd_packet::{HEADROOM, TAILROOM};
+use socket2::{Domain, Socket, Type};
 use tun_rs::{DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 /// Packets one read batch holds: twice tun-rs's ideal batch, so a batch can take a 64 KiB super-packet
@@ -30,6 +32,9 @@ const MAX_SUPER_PACKET: usize = 65535;
 pub struct Tun {
     dev: SyncDevice,
     name: String,
+    /// The socket the MTU is read through, opened once: reading it must not need a new descriptor
+    /// (the TX thread reads it every second, and a process out of descriptors must keep forwarding).
+    ctl: OwnedFd,
 }
 
 impl Tun {
@@ -46,15 +51,50 @@ impl Tun {
         // Non-blocking, so a reader can drain everything that is queued and then wait in poll(2).
         dev.set_nonblocking(true)?;
         let name = dev.name()?;
-        Ok(Tun { dev, name })
+        let ctl = Socket::new(Domain::IPV4, Type::DGRAM, None)?.into();
+        Ok(Tun { dev, name, ctl })
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The interface's MTU (`SIOCGIFMTU` on a socket kept open for it: no descriptor per call).
     pub fn mtu(&self) -> io::Result<u16> {
-        self.dev.mtu()
+        // SAFETY: `ifreq` is plain C data for which all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        let name = self.name.as_bytes();
+        if name.len() >= req.ifr_name.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface name too long",
+            ));
+        }
+        for (to, from) in req.ifr_name.iter_mut().zip(name) {
+            *to = *from as libc::c_char;
+        }
+        // SAFETY: `ctl` is a live socket owned by `self`; `req` is an initialised `ifreq` with a
+        // NUL-terminated name (the length check above leaves the last byte zero), which SIOCGIFMTU
+        // reads and whose `ifru_mtu` it writes.
+        let r = unsafe { libc::ioctl(self.ctl.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a successful SIOCGIFMTU filled `ifru_mtu`, an int, in the union.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        u16::try_from(mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("MTU {mtu}")))
+    }
+
+    /// Writes one packet that lies after [`WRITE_OFFSET`] bytes of room in `buf` (for the virtio-net
+    /// header, all zero: no offload asked for).
+    pub fn send_one(&self, buf: &mut [u8]) -> io::Result<()> {
+        if self.dev.tcp_gso() {
+            buf[..WRITE_OFFSET].fill(0);
+            self.dev.send(buf)?;
+        } else {
+            self.dev.send(&buf[WRITE_OFFSET..])?;
+        }
+        Ok(())
     }
 
     pub fn if_index(&self) -> io::Result<u32> {

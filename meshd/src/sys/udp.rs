@@ -6,6 +6,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
@@ -34,6 +35,8 @@ pub struct Udp {
     state: UdpSocketState,
     port: u16,
     dual_stack: bool,
+    /// The `SO_MARK` of the socket, which [`Udp::path_mtu`]'s route lookup must use too.
+    mark: AtomicU32,
 }
 
 impl Udp {
@@ -61,6 +64,7 @@ impl Udp {
             state,
             port,
             dual_stack,
+            mark: AtomicU32::new(0),
         })
     }
 
@@ -71,7 +75,44 @@ impl Udp {
     /// Marks every datagram sent (`SO_MARK`), so policy routing can keep the tunnel's own traffic out of
     /// the tunnel. 0 clears the mark.
     pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        socket2::SockRef::from(&self.socket).set_mark(mark)
+        socket2::SockRef::from(&self.socket).set_mark(mark)?;
+        self.mark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The MTU of the kernel's route to `to` (the outgoing device's, or a smaller path MTU it learned),
+    /// read from a socket connected there with this socket's mark (`IP_MTU`, `IPV6_MTU`). It opens a
+    /// descriptor: for after a send failed with `EMSGSIZE`, not per packet.
+    pub fn path_mtu(&self, to: SocketAddr) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let to = canonical(to);
+        let (domain, level, option) = match to {
+            SocketAddr::V4(_) => (Domain::IPV4, libc::IPPROTO_IP, libc::IP_MTU),
+            SocketAddr::V6(_) => (Domain::IPV6, libc::IPPROTO_IPV6, libc::IPV6_MTU),
+        };
+        let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        let mark = self.mark.load(Ordering::Relaxed);
+        if mark != 0 {
+            probe.set_mark(mark)?;
+        }
+        probe.connect(&to.into())?;
+        let mut mtu: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the fd is a live socket owned by `probe`; `mtu` and `len` are valid for writes of
+        // the sizes passed, and the kernel writes at most `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                probe.as_raw_fd(),
+                level,
+                option,
+                (&mut mtu as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        usize::try_from(mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("MTU {mtu}")))
     }
 
     /// Most segments one GSO send may carry (1 when the kernel has no UDP GSO).
@@ -189,6 +230,14 @@ mod tests {
         assert_eq!(canonical(mapped), "192.0.2.1:51820".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:51820".parse().unwrap();
         assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn path_mtu_is_the_routes() {
+        let udp = Udp::bind(0).unwrap();
+        // Loopback's MTU is 65536 on Linux; what matters is that the route's figure comes back.
+        let mtu = udp.path_mtu((Ipv4Addr::LOCALHOST, 9).into()).unwrap();
+        assert!(mtu >= 1280, "{mtu}");
     }
 
     #[test]

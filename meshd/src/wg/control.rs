@@ -43,6 +43,8 @@ pub enum MeshCmd {
     Reconcile(Vec<PeerSpec>),
     /// Report every peer's path, last handshake and byte counts.
     Peers(oneshot::Sender<Vec<PeerRuntime>>),
+    /// Put this token in relay frames from now on (the relay issued it).
+    RelayToken([u8; 8]),
 }
 
 impl MeshCmd {
@@ -198,6 +200,12 @@ impl Control {
             MeshCmd::Reconcile(peers) => {
                 let summary = self.node.reconcile(clock::now(), clock::wall(), &peers);
                 tracing::debug!("peers from the map: {summary:?}");
+            }
+            MeshCmd::RelayToken(token) => {
+                self.node.set_relay_token(token);
+                self.shared
+                    .relay_token
+                    .store(u64::from_le_bytes(token), std::sync::atomic::Ordering::Relaxed);
             }
             MeshCmd::Peers(reply) => {
                 self.drain_activity();

@@ -9,12 +9,14 @@
 //! ```
 
 pub mod control;
+pub mod os_error;
 pub mod rx;
 pub mod shared;
+pub mod too_big;
 pub mod tx;
 pub mod uapi_server;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 
 use anyhow::Context;
@@ -30,7 +32,9 @@ use rx::RxUpdate;
 use shared::{Routes, Shared};
 
 /// The MTU a new interface starts with, as wireguard-go and wg-quick use (1500 minus 80 bytes for the
-/// IPv6 and UDP headers and WireGuard's overhead).
+/// IPv6 and UDP headers and WireGuard's overhead): right for meshd-wg, whose peers are all direct. A
+/// mesh member's interface then takes its network's MTU, which also fits the relay
+/// (`meshd_packet::mtu`).
 pub const DEFAULT_MTU: u16 = 1420;
 
 /// A running interface: the TUN device, the UDP socket, and the TX and RX threads, with the node and
@@ -76,6 +80,7 @@ impl Device {
             udp: ArcSwap::from_pointee(udp),
             own_key: ArcSwapOption::empty(),
             relay: ArcSwap::from_pointee(RelayTable::default()),
+            relay_token: AtomicU64::new(0),
             drops: Default::default(),
             mtu: AtomicUsize::new(usize::from(DEFAULT_MTU)),
             stopping: AtomicBool::new(false),

@@ -12,14 +12,18 @@ use std::sync::mpsc::Receiver as UpdateReceiver;
 use meshd_crypto::RecvError;
 use meshd_crypto::session::Receiver;
 use meshd_packet::IpPacket;
-use meshd_packet::wire::meshd::{MeshdMessage, RELAY_HEADER_LEN, TYPE_RELAY, TYPE_SEALED, parse_meshd};
+use meshd_packet::wire::meshd::{
+    MeshdMessage, RELAY_HEADER_LEN, RELAY_TOKEN_RANGE, TYPE_RELAY, TYPE_SEALED, parse_meshd,
+};
 use meshd_packet::wire::{TYPE_COOKIE_REPLY, TYPE_DATA, TYPE_INITIATION, TYPE_RESPONSE};
 use quinn_udp::RecvMeta;
 use tokio::sync::mpsc;
 
 use super::control::ControlMsg;
+use super::os_error::{self, EXHAUSTED_PAUSE};
 use super::shared::{PeerShared, Routes, Shared, Stamp};
 use crate::daemon::mesh::MeshInput;
+use crate::mesh::relay::Refusal;
 use crate::node::{DropReason, Endpoint};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
@@ -84,6 +88,13 @@ pub fn run(
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if os_error::is_exhausted(&e) => {
+                    // Out of memory or buffers: whatever was queued waits; pause rather than spin.
+                    tracing::debug!("UDP receive: {e}; pausing");
+                    shared.drops.add(DropReason::ResourceExhausted, 1);
+                    std::thread::sleep(EXHAUSTED_PAUSE);
+                    continue;
+                }
                 Err(e) => {
                     // ICMP errors surface here as ECONNREFUSED and the like; the socket stays usable.
                     tracing::debug!("UDP receive: {e}");
@@ -216,8 +227,8 @@ impl Batch<'_> {
         from: SocketAddr,
         datagram: &mut [u8],
     ) -> io::Result<()> {
-        let destination = match parse_meshd(datagram) {
-            Ok(MeshdMessage::Relay(frame)) => frame.header.destination,
+        let (destination, token) = match parse_meshd(datagram) {
+            Ok(MeshdMessage::Relay(frame)) => (frame.header.destination, frame.header.token),
             _ => {
                 self.shared.drops.add(DropReason::Malformed, 1);
                 return Ok(());
@@ -227,13 +238,21 @@ impl Batch<'_> {
             let inner = &mut datagram[RELAY_HEADER_LEN..];
             return self.datagram(sessions, out, Endpoint::Relayed { relay: from }, inner);
         }
-        match self.shared.relay.load().forward(from, &destination) {
-            Some(to) => {
-                if self.udp.send(to, datagram, None).is_err() {
-                    self.shared.drops.add(DropReason::SendFailed, 1);
+        match self.shared.relay.load().forward(from, &token, &destination) {
+            Ok(to) => {
+                // The token is the sender's ticket to this relay, not the destination's business.
+                datagram[RELAY_TOKEN_RANGE].fill(0);
+                if let Err(e) = self.udp.send(to, datagram, None) {
+                    let reason = if os_error::is_exhausted(&e) {
+                        DropReason::ResourceExhausted
+                    } else {
+                        DropReason::SendFailed
+                    };
+                    self.shared.drops.add(reason, 1);
                 }
             }
-            None => self.shared.drops.add(DropReason::RelayRefused, 1),
+            Err(Refusal::BadToken) => self.shared.drops.add(DropReason::RelayBadToken, 1),
+            Err(Refusal::NotAllowed) => self.shared.drops.add(DropReason::RelayRefused, 1),
         }
         Ok(())
     }
@@ -283,7 +302,13 @@ fn flush(tun: &Tun, shared: &Shared, out: &mut WriteBatch) -> io::Result<()> {
     let n = out.len() as u64;
     match tun.send(out) {
         Ok(()) => Ok(()),
-        Err(e) if super::tx::is_gone(&e) => Err(e),
+        Err(e) if super::os_error::is_gone(&e) => Err(e),
+        Err(e) if os_error::is_exhausted(&e) => {
+            tracing::debug!("TUN write: {e}; pausing");
+            shared.drops.add(DropReason::ResourceExhausted, n.max(1));
+            std::thread::sleep(EXHAUSTED_PAUSE);
+            Ok(())
+        }
         Err(e) => {
             // EIO while the interface is down, for instance: the packets are lost, the device is fine.
             tracing::debug!("TUN write: {e}");

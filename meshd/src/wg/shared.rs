@@ -10,6 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use meshd_crypto::session::Sender;
 use meshd_routing::AllowedIps;
 
+use super::too_big::PathLimit;
 use crate::mesh::relay::RelayTable;
 use crate::node::{Activity, DropCounters, Endpoint, PeerId};
 use crate::sys::udp::Udp;
@@ -24,6 +25,8 @@ pub struct PeerShared {
     pub sender: ArcSwapOption<Sender>,
     /// The active path; the RX thread moves it when an authenticated packet arrives another way.
     pub endpoint: ArcSwapOption<Endpoint>,
+    /// What a path carries when the kernel said it is less than the interface MTU (the TX thread's).
+    pub path_limit: ArcSwapOption<PathLimit>,
     pub tx_bytes: AtomicU64,
     pub rx_bytes: AtomicU64,
     // Activity since the control loop last looked, as nanoseconds since `Shared::epoch` + 1 (0: none).
@@ -40,6 +43,7 @@ impl PeerShared {
             key,
             sender: ArcSwapOption::empty(),
             endpoint: ArcSwapOption::empty(),
+            path_limit: ArcSwapOption::empty(),
             tx_bytes: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
             data_sent: AtomicU64::new(0),
@@ -120,6 +124,8 @@ pub struct Shared {
     pub own_key: ArcSwapOption<[u8; 32]>,
     /// Whom this node relays for (empty unless it runs the controller).
     pub relay: ArcSwap<RelayTable>,
+    /// This node's ticket for its relay, as issued (little-endian bytes of the token; 0: none yet).
+    pub relay_token: AtomicU64,
     pub drops: DropCounters,
     /// The TUN device's MTU, which `ip link set mtu` may change while running.
     pub mtu: AtomicUsize,

@@ -260,7 +260,7 @@ impl Sim {
                     Endpoint::Relayed { .. } => {
                         let key = host.keys[&peer];
                         let mut framed = Vec::new();
-                        write_relay_frame(*key.as_bytes(), &buf, &mut framed);
+                        write_relay_frame(*key.as_bytes(), [0; 8], &buf, &mut framed);
                         framed
                     }
                 };

@@ -17,8 +17,12 @@
 //!
 //! ```text
 //! sealed envelope  0x80 | 0 0 0 | sender static key (32) | nonce (24) | ciphertext (n) | tag (16)
-//! relay frame      0x81 | 0 0 0 | destination static key (32) | inner datagram (>= 4)
+//! relay frame      0x81 | 0 0 0 | relay token (8) | destination static key (32) | inner datagram (>= 4)
 //! ```
+//!
+//! The relay token is the sender's ticket to use the relay: a random value the relay issued to that
+//! member over their sealed control channel, rotated, and checked before a frame is forwarded (see
+//! `meshd::mesh::relay`). The relay zeroes it on the way out, so members never see each other's.
 //!
 //! The crypto that fills and opens an envelope is `meshd_crypto::sealed`; this module only frames.
 
@@ -41,8 +45,12 @@ pub const SEALED_HEADER_LEN: usize = 60;
 pub const SEALED_MIN_LEN: usize = SEALED_HEADER_LEN + AEAD_TAG_LEN;
 /// Bytes a sealed envelope adds around its plaintext.
 pub const SEALED_OVERHEAD: usize = SEALED_HEADER_LEN + AEAD_TAG_LEN;
+/// Length of the relay token in a relay frame's header.
+pub const RELAY_TOKEN_LEN: usize = 8;
+/// Where the relay token sits in a relay frame, for a relay that zeroes it in place.
+pub const RELAY_TOKEN_RANGE: core::ops::Range<usize> = 4..4 + RELAY_TOKEN_LEN;
 /// Size of a relay frame's header.
-pub const RELAY_HEADER_LEN: usize = 36;
+pub const RELAY_HEADER_LEN: usize = 44;
 /// The shortest inner datagram worth forwarding: a four-byte type header.
 pub const RELAY_INNER_MIN_LEN: usize = 4;
 /// The shortest relay frame.
@@ -87,6 +95,8 @@ impl core::fmt::Debug for SealedHeader {
 pub struct RelayHeader {
     pub message_type: u8,
     pub reserved: [u8; 3],
+    /// The sender's ticket for the relay (zero on the way from the relay to the destination).
+    pub token: [u8; RELAY_TOKEN_LEN],
     /// The static public key of the node the inner datagram is for. The relay forwards the frame
     /// unchanged to the endpoint it knows for this key; the destination checks that it is its own.
     pub destination: [u8; PUBLIC_KEY_LEN],
@@ -95,9 +105,10 @@ pub struct RelayHeader {
 const _: () = assert!(size_of::<RelayHeader>() == RELAY_HEADER_LEN);
 
 impl RelayHeader {
-    pub fn new(destination: [u8; PUBLIC_KEY_LEN]) -> Self {
+    pub fn new(destination: [u8; PUBLIC_KEY_LEN], token: [u8; RELAY_TOKEN_LEN]) -> Self {
         let mut h = Self::new_zeroed();
         h.message_type = TYPE_RELAY;
+        h.token = token;
         h.destination = destination;
         h
     }
@@ -207,9 +218,14 @@ pub fn is_meshd(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|t| *t >= MESHD_TYPE_MIN)
 }
 
-/// Appends a relay frame for `destination` around `inner` to `out`.
-pub fn write_relay_frame(destination: [u8; PUBLIC_KEY_LEN], inner: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(RelayHeader::new(destination).as_bytes());
+/// Appends a relay frame for `destination` with the sender's relay `token` around `inner` to `out`.
+pub fn write_relay_frame(
+    destination: [u8; PUBLIC_KEY_LEN],
+    token: [u8; RELAY_TOKEN_LEN],
+    inner: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(RelayHeader::new(destination, token).as_bytes());
     out.extend_from_slice(inner);
 }
 
@@ -269,10 +285,12 @@ mod tests {
         assert_eq!(b.len(), 76);
 
         let mut b = Vec::new();
-        write_relay_frame([0xdd; 32], &[4, 0, 0, 0, 9], &mut b);
+        write_relay_frame([0xdd; 32], [0x7e; 8], &[4, 0, 0, 0, 9], &mut b);
         assert_eq!(&b[0..4], &[0x81, 0, 0, 0]);
-        assert_eq!(&b[4..36], &[0xdd; 32]);
-        assert_eq!(&b[36..], &[4, 0, 0, 0, 9]);
+        assert_eq!(&b[4..12], &[0x7e; 8]);
+        assert_eq!(&b[RELAY_TOKEN_RANGE], &[0x7e; 8]);
+        assert_eq!(&b[12..44], &[0xdd; 32]);
+        assert_eq!(&b[44..], &[4, 0, 0, 0, 9]);
     }
 
     #[test]
@@ -308,7 +326,7 @@ mod tests {
     fn relay_frame_carries_wireguard_or_sealed_but_not_relay() {
         let keepalive = [4u8, 0, 0, 0];
         let mut b = Vec::new();
-        write_relay_frame([0xdd; 32], &keepalive, &mut b);
+        write_relay_frame([0xdd; 32], [1; 8], &keepalive, &mut b);
         let Ok(MeshdMessage::Relay(f)) = parse_meshd(&b) else {
             panic!("{:?}", parse_meshd(&b));
         };
@@ -316,15 +334,15 @@ mod tests {
         assert_eq!(f.inner, &keepalive);
 
         let mut b = Vec::new();
-        write_relay_frame([0xdd; 32], &sealed_bytes(16), &mut b);
+        write_relay_frame([0xdd; 32], [1; 8], &sealed_bytes(16), &mut b);
         assert!(matches!(parse_meshd(&b), Ok(MeshdMessage::Relay(_))));
 
         let mut nested = Vec::new();
-        write_relay_frame([0xee; 32], &b, &mut nested);
+        write_relay_frame([0xee; 32], [1; 8], &b, &mut nested);
         assert_eq!(parse_meshd(&nested), Err(ParseError::UnknownType));
 
         let mut short = Vec::new();
-        write_relay_frame([0xdd; 32], &[4, 0, 0], &mut short);
+        write_relay_frame([0xdd; 32], [1; 8], &[4, 0, 0], &mut short);
         assert_eq!(parse_meshd(&short), Err(ParseError::BadMessageLength));
     }
 
@@ -399,7 +417,7 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..100),
         ) {
             let mut b = if relay {
-                RelayHeader::new(key).as_bytes().to_vec()
+                RelayHeader::new(key, [3; 8]).as_bytes().to_vec()
             } else {
                 SealedHeader::new(key, [7; 24]).as_bytes().to_vec()
             };
