@@ -229,7 +229,7 @@ fn a_strangers_flood_costs_the_members_nothing() {
             "control_rate_limited",
             "control_refused",
             "control_replayed",
-            "relay_refused",
+            "relay_bad_token",
         ] {
             assert!(has(reason), "nothing counted as {reason}\n{report}");
         }
@@ -306,7 +306,11 @@ fn flood(ctl_key: PublicKey, n2_key: PublicKey, replays: &[Vec<u8>]) -> (BTreeMa
                 d
             }
             Kind::ForgedRelayFrame => {
+                // Type, reserved, a made-up relay token, the destination key (docs/protocol.md).
                 let mut d = vec![0x81, 0, 0, 0];
+                let mut token = [0u8; 8];
+                rng.fill_bytes(&mut token);
+                d.extend_from_slice(&token);
                 d.extend_from_slice(n2_key.as_bytes());
                 let mut inner = vec![4u8, 0, 0, 0];
                 inner.resize(32 + (rng.next_u32() % 64) as usize, 0);
