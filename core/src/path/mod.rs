@@ -32,13 +32,13 @@
 //! and builds a [`Transmit`] for it. Nothing here needs calling on a timer: the answers are functions
 //! of the state and `now`.
 
+#[cfg(test)]
+mod endpoint_rule;
 mod loss;
 mod policy;
 mod rtt;
 mod set;
 mod state;
-#[cfg(test)]
-mod today;
 mod transmit;
 
 use std::fmt;
