@@ -17,20 +17,22 @@
 //!
 //! # How the node drives it
 //!
-//! The node owns one `PathSet` per peer and feeds it the events it hears of, with the time:
+//! The node owns one `PathSet` per peer and feeds it the events it hears of, with `now` where the
+//! time is part of the news (`handle_*` in):
 //!
-//! - `handle_candidates`, `handle_relay`: the network map names a peer's direct candidates and its
-//!   relay;
-//! - `handle_received`: something authenticated arrived over a path: a handshake message the node
-//!   accepted, or data the RX thread reports;
+//! - [`PathSet::handle_candidates`], [`PathSet::handle_relay`]: the network map names a peer's
+//!   direct candidates and its relay;
+//! - [`PathSet::handle_received`]: something authenticated arrived over a path: a handshake message
+//!   the node accepted, or data the RX thread reports;
 //! - [`Path::on_probe_sent`], [`Path::on_probe_answered`], [`Path::on_probe_timeout`],
 //!   [`Path::on_mtu_learned`]: what the node's probes and the TX thread learn of one path;
-//! - `on_initiation_sent`: which path a handshake initiation went over.
+//! - [`PathSet::on_initiation_sent`]: which path a handshake initiation went over.
 //!
-//! Then it polls the decision: [`select`] for the active path (published to the data threads, and
-//! recorded back with `on_selected`), [`select_for_initiation`] for where a handshake initiation goes,
-//! and builds a [`Transmit`] for it. Nothing here needs calling on a timer: the answers are functions
-//! of the state and `now`.
+//! Then it asks for the decision (where quinn drains `poll_*`, this layer has nothing queued: its
+//! answers are pure functions): [`select`] for the active path (published to the data threads, and
+//! recorded back with [`PathSet::on_selected`]), [`select_for_initiation`] for where a handshake
+//! initiation goes, and builds a [`Transmit`] for the chosen path. Nothing here needs calling on a
+//! timer: the answers are functions of the state and `now`.
 
 #[cfg(test)]
 mod endpoint_rule;

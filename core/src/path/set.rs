@@ -4,7 +4,8 @@
 //! Methods, in the order the node uses them:
 //!
 //! - getters: [`PathSet::get`], [`PathSet::get_mut`], [`PathSet::find`], [`PathSet::iter`],
-//!   [`PathSet::active`], [`PathSet::newest_direct`], [`PathSet::newest_relayed`];
+//!   [`PathSet::active`], [`PathSet::last_attempt_relayed`], [`PathSet::newest_direct`],
+//!   [`PathSet::newest_relayed`];
 //! - what the configuration says: [`PathSet::handle_candidates`], [`PathSet::handle_relay`];
 //! - what arrived: [`PathSet::handle_received`];
 //! - what the node did with the policy's answers: [`PathSet::on_selected`],
