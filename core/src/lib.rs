@@ -4,6 +4,7 @@
 //! - [`message`]: the control messages and their encoding;
 //! - [`channel`]: sealing and opening them between static keys, with replay and freshness checks;
 //! - [`map`]: the network map and its pages;
+//! - [`path`]: a peer's paths, what is known of each, and the policy that picks one;
 //! - [`admission`]: the limits a stranger's envelope passes before any key is derived for it;
 //! - [`refused`]: messages refused once, so their replays are not answered again;
 //! - [`log_limit`]: a limit on the log lines strangers can cause.
@@ -17,4 +18,5 @@ pub mod channel;
 pub mod log_limit;
 pub mod map;
 pub mod message;
+pub mod path;
 pub mod refused;
