@@ -16,6 +16,9 @@
 #                 (cargo install boringtun-cli --locked); $BORINGTUN_THREADS threads (default 2)
 #   meshd-wg      $MESHD_WG_BIN, else target/release/meshd-wg (cargo build --release -p meshd
 #                 --bin meshd-wg); skipped with a note when it is not built
+#   meshd-wg-base $MESHD_WG_BASE_BIN: another build of meshd-wg (say, of the commit before a change),
+#                 measured in the same run so that a change is compared within the noise of one
+#                 machine; skipped with a note when the variable is not set
 # Tests (--tests, comma-separated; default tcp):
 #   tcp           iperf3 -c, one flow A -> B
 #   tcp-reverse   iperf3 -R, one flow B -> A
@@ -36,7 +39,7 @@ set -euo pipefail
 
 ROUNDS=5
 SECONDS_PER_TEST=10
-IMPLS=veth,wireguard-go,boringtun,meshd-wg
+IMPLS=veth,wireguard-go,boringtun,meshd-wg,meshd-wg-base
 TESTS=tcp
 CSV=
 MAX_ROUNDS=50
@@ -162,6 +165,12 @@ impl_command() {
         meshd-wg)
             bin=${MESHD_WG_BIN:-$REPO_ROOT/target/release/meshd-wg}
             [ -x "$bin" ] || { echo "not built ($bin; cargo build --release -p meshd --bin meshd-wg)"; return 1; }
+            echo "$bin -f"
+            ;;
+        meshd-wg-base)
+            bin=${MESHD_WG_BASE_BIN:-}
+            [ -n "$bin" ] || { echo "MESHD_WG_BASE_BIN not set"; return 1; }
+            [ -x "$bin" ] || { echo "$bin is not an executable"; return 1; }
             echo "$bin -f"
             ;;
         *) echo "unknown implementation"; return 1 ;;
@@ -360,7 +369,7 @@ for t in "${TEST_LIST[@]}"; do
         done
     fi
     if [ -n "${MED[meshd-wg]:-}" ]; then
-        for base in wireguard-go boringtun; do
+        for base in wireguard-go boringtun meshd-wg-base; do
             [ -n "${MED[$base]:-}" ] || continue
             awk -v m="${MED[meshd-wg]}" -v b="${MED[$base]}" -v n="$base" \
                 'BEGIN { printf "ratio meshd-wg/%s = %.2f\n", n, m / b }'
