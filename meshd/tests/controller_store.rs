@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshd::controller::store::{DB_FILE, MIGRATIONS, Migration, NetworkSpec, Sighting, Store, StoreError};
-use meshd::controller::token::{TokenError, TokenPolicy};
+use meshd_core::token::{TokenError, TokenPolicy};
 use meshd_crypto::PublicKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

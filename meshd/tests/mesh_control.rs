@@ -11,14 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshd::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
 use meshd::controller::service::{self, ControllerService, Received};
 use meshd::controller::store::{NetworkSpec, Store};
-use meshd::controller::token::{JoinToken, TokenPolicy};
-use meshd::mesh::agent::{self, Agent, NAT_KEEPALIVE};
-use meshd::mesh::channel::{Admit, Channel, Opened};
-use meshd::mesh::map::NetworkMap;
-use meshd::mesh::membership::Membership;
-use meshd::mesh::message::{Body, LocalInfo, NetworkId};
-use meshd::mesh::relay::{self, Refusal, RelayTable};
-use meshd::node::PeerSpec;
+use meshd_core::channel::{Admit, Channel, Opened};
+use meshd_core::map::NetworkMap;
+use meshd_core::mesh::agent::{self, Agent};
+use meshd_core::mesh::membership::Membership;
+use meshd_core::mesh::peer_rules::NAT_KEEPALIVE;
+use meshd_core::mesh::relay::{self, Refusal, RelayTable};
+use meshd_core::message::{Body, LocalInfo, NetworkId};
+use meshd_core::node::PeerSpec;
+use meshd_core::token::{JoinToken, TokenPolicy};
 use meshd_crypto::{PublicKey, StaticSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -774,13 +775,13 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
     assert_eq!(w.peers_of(n).len(), 241);
     let encoded = w.nodes[n].agent.map().unwrap().encode();
     assert!(
-        encoded.len() > 10 * meshd::mesh::map::PAGE_DATA,
+        encoded.len() > 10 * meshd_core::map::PAGE_DATA,
         "{} bytes",
         encoded.len()
     );
     // The welcome, then each page once (the push after the join is the only copy of the map), then
     // the relay token.
-    let pages = encoded.len().div_ceil(meshd::mesh::map::PAGE_DATA);
+    let pages = encoded.len().div_ceil(meshd_core::map::PAGE_DATA);
     assert_eq!(w.sent_to[&w.nodes[n].seen_at], 1 + pages + 1);
 }
 
@@ -789,7 +790,7 @@ fn hundreds_of_members_fit_in_pages_that_a_node_reassembles() {
 /// source may be forged, and the answer then goes to a victim.
 #[test]
 fn no_answer_to_a_stranger_is_larger_than_what_asked_for_it() {
-    use meshd::mesh::message::{Body, JoinMsg, MapPageMsg, PollMsg};
+    use meshd_core::message::{Body, JoinMsg, MapPageMsg, PollMsg};
     let mut w = World::new("stranger-sizes");
     let mut rng = ChaCha20Rng::seed_from_u64(41);
     let nobody = LocalInfo {
@@ -883,7 +884,7 @@ fn a_shortened_refusal_still_says_what_to_do() {
 /// before any key is derived, and the controller's members are unaffected.
 #[test]
 fn a_flood_of_forged_joins_is_rate_limited_before_any_work() {
-    use meshd::mesh::message::{Body, JoinMsg};
+    use meshd_core::message::{Body, JoinMsg};
     let mut w = World::new("join-flood");
     let member = w.add_node(9, "192.0.2.50:51820", "192.0.2.50:51820");
     let token = w.token(TokenPolicy::single_use());

@@ -18,7 +18,7 @@
 //!   broadcast or controller address, never one already held;
 //! - [`blocks`] says which blocks a network may take (pure): no special-purpose range, no overlap;
 //! - [`names`] gives members unique DNS-safe names and printable labels (pure);
-//! - [`token`] makes, reads and checks join tokens (pure); its doc has the token format;
+//! - [`meshd_core::token`] makes, reads and checks join tokens (pure); its doc has the token format;
 //! - [`store`] keeps it all in SQLite under the state directory; its doc has the schema and the
 //!   durability contract: a write that returned `Ok` survives `kill -9` and power loss, and an operation
 //!   that fails (a refused join, say) changes nothing.
@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! # use std::{num::NonZeroU32, path::Path, time::SystemTime};
-//! # use meshd::controller::{store::{Store, NetworkSpec}, token::TokenPolicy};
+//! # use meshd::controller::{store::{Store, NetworkSpec}, TokenPolicy};
 //! # fn demo(now: SystemTime, controller: meshd_crypto::PublicKey, node: meshd_crypto::PublicKey,
 //! #         rng: &mut rand_chacha::ChaCha20Rng) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut store = Store::open(Path::new("/var/lib/meshd"))?;
@@ -54,8 +54,7 @@ pub mod blocks;
 pub mod names;
 pub mod service;
 pub mod store;
-pub mod token;
 
 pub use alloc::{AddressPlan, AllocError};
+pub use meshd_core::token::{JoinToken, TokenError, TokenId, TokenLimits, TokenPolicy, TokenString};
 pub use store::{Joined, Member, Network, NetworkSpec, Removal, Sighting, Store, StoreError, TokenInfo};
-pub use token::{JoinToken, TokenError, TokenId, TokenLimits, TokenPolicy, TokenString};

@@ -29,16 +29,16 @@ use meshd_crypto::PublicKey;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 use super::store::{Member, Network, Removal, Sighting, Store, StoreError};
-use super::token::TokenError;
-use crate::mesh::agent::{NAT_KEEPALIVE, default_routes};
-use crate::mesh::map::{MapPeer, NetworkMap, paginate};
-use crate::mesh::message::{
+use meshd_core::address::canonical;
+use meshd_core::log_limit::{LogLimiter, left_out};
+use meshd_core::map::{MapPeer, NetworkMap, paginate};
+use meshd_core::mesh::peer_rules::{NAT_KEEPALIVE, default_routes};
+use meshd_core::mesh::relay::{RelayTable, Rotation, TokenIssuer};
+use meshd_core::message::{
     Body, JoinMsg, JoinedMsg, LocalInfo, MapPageMsg, NetworkId, PollMsg, RefusalKind, RefusedMsg, fit_reply,
 };
-use crate::mesh::relay::{RelayTable, Rotation, TokenIssuer};
-use crate::node::PeerSpec;
-use crate::sys::udp::canonical;
-use meshd_core::log_limit::{LogLimiter, left_out};
+use meshd_core::node::PeerSpec;
+use meshd_core::token::TokenError;
 
 /// How often sightings (last seen, last endpoint) are written to the database: one transaction per
 /// network for all members seen meanwhile.
@@ -115,7 +115,7 @@ pub struct ControllerService {
     last_version: u64,
     next_index: u32,
     /// Members' relay tokens: derived from a secret drawn at start, rotated every
-    /// [`crate::mesh::relay::TOKEN_ROTATION`].
+    /// [`meshd_core::mesh::relay::TOKEN_ROTATION`].
     tokens: TokenIssuer,
     rotation: Option<Rotation>,
     outputs: VecDeque<Output>,
@@ -466,7 +466,7 @@ impl ControllerService {
     ///
     /// A request sent before the member joined is not acted on: it is a `Leave` of an earlier
     /// membership, replayed (the replay guard's counters do not survive a controller restart, and a
-    /// sealed message stays fresh for [`crate::mesh::channel::FRESHNESS`]).
+    /// sealed message stays fresh for [`meshd_core::channel::FRESHNESS`]).
     fn on_leave(&mut self, now: Instant, wall: SystemTime, received: Received<'_>, network: String) -> bool {
         let Received {
             from,

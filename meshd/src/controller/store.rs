@@ -57,12 +57,12 @@ use rand_core::{CryptoRng, RngCore};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::alloc::{AddressPlan, AllocError};
-use super::token::{
+use super::{blocks, names};
+use meshd_core::message::NetworkId;
+use meshd_core::token::{
     JoinKind, JoinToken, TokenError, TokenHash, TokenId, TokenLimits, TokenPolicy, TokenString,
     from_unix_secs, unix_secs,
 };
-use super::{blocks, names};
-use crate::mesh::message::NetworkId;
 
 /// The database's file name inside the state directory.
 pub const DB_FILE: &str = "controller.db";

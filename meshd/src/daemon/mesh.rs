@@ -22,13 +22,13 @@ use crate::api::node::{
     NodeStatus, PathKind, PeerStatusView,
 };
 use crate::controller::service::{self, ControllerService, Received};
-use crate::mesh::agent::{self, Agent, Standing, base64_key};
-use crate::mesh::channel::{Admit, Channel, OpenError, Opened};
-use crate::mesh::message::{Body, LocalInfo};
-use crate::node::{DropReason, Endpoint, PeerSpec};
 use crate::sys::{clock, ifaddrs, ifconfig};
 use crate::wg::control::{MeshCmd, PeerRuntime};
 use crate::wg::shared::Shared;
+use meshd_core::channel::{Admit, Channel, OpenError, Opened};
+use meshd_core::mesh::agent::{self, Agent, Standing, base64_key};
+use meshd_core::message::{Body, LocalInfo};
+use meshd_core::node::{DropReason, Endpoint, PeerSpec};
 
 /// A meshd message from the network (a sealed envelope), as the RX thread hands it over.
 #[derive(Debug)]
@@ -139,7 +139,7 @@ impl MeshTask {
     fn on_datagram(&mut self, input: MeshInput) {
         let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
         let now = clock::now();
-        let from = crate::sys::udp::canonical(input.from);
+        let from = meshd_core::address::canonical(input.from);
         // Who may cost a key derivation: on a controller its members without limit and anyone else
         // (a joining node) within the strangers' limits; on a node only its controller.
         let (controller, agent) = (&self.controller, &self.agent);
@@ -465,7 +465,7 @@ impl MeshTask {
 
     /// (key, name, mesh IPv4, mesh IPv6) of every peer the maps in use name.
     fn peer_names(&self) -> Vec<(PublicKey, String, std::net::Ipv4Addr, Option<std::net::Ipv6Addr>)> {
-        let maps: Vec<&crate::mesh::map::NetworkMap> = match (&self.controller, &self.agent) {
+        let maps: Vec<&meshd_core::map::NetworkMap> = match (&self.controller, &self.agent) {
             (Some(c), _) => c.maps().collect(),
             (None, Some(a)) => a.map().into_iter().collect(),
             _ => Vec::new(),

@@ -28,13 +28,13 @@ use crate::api::server::{ApiState, ControllerHandle, serve_on};
 use crate::config::Config;
 use crate::controller::service::ControllerService;
 use crate::controller::store::Store;
-use crate::mesh::agent::Agent;
-use crate::mesh::channel::Channel;
 use crate::sys::{clock, files, random};
-use crate::uapi::SetDevice;
 use crate::wg::control::Control;
 use crate::wg::{self, Device, uapi_server};
 use mesh::{MESH_QUEUE, MeshTask};
+use meshd_core::channel::Channel;
+use meshd_core::mesh::agent::Agent;
+use meshd_core::node::SetDevice;
 use routing::{RoutingReport, RoutingTask};
 
 /// How `meshd up` was asked to start, beyond the configuration.

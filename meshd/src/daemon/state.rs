@@ -24,9 +24,9 @@ use base64::engine::general_purpose::STANDARD;
 use meshd_crypto::StaticSecret;
 use zeroize::Zeroizing;
 
-use crate::mesh::map::NetworkMap;
-use crate::mesh::membership::Membership;
 use crate::sys::files::{read_private, write_atomic};
+use meshd_core::map::NetworkMap;
+use meshd_core::mesh::membership::Membership;
 
 pub const KEY_FILE: &str = "node.key";
 pub const MEMBERSHIP_FILE: &str = "membership.json";

@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use meshd_core::address::canonical;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -209,28 +210,9 @@ fn force_buffer_sizes(socket: &Socket) {
     }
 }
 
-/// An address as the peer sees itself: IPv4 peers on the dual-stack socket arrive v4-mapped.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => addr,
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mapped_addresses_become_ipv4() {
-        let mapped: SocketAddr = "[::ffff:192.0.2.1]:51820".parse().unwrap();
-        assert_eq!(canonical(mapped), "192.0.2.1:51820".parse().unwrap());
-        let v6: SocketAddr = "[2001:db8::1]:51820".parse().unwrap();
-        assert_eq!(canonical(v6), v6);
-    }
 
     #[test]
     fn path_mtu_is_the_routes() {

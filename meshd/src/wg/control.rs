@@ -13,10 +13,10 @@ use super::rx::RxUpdate;
 use super::shared::{PeerShared, Routes, Shared};
 use meshd_crypto::PublicKey;
 
-use crate::node::{DropReason, Endpoint, Event, Node, PeerId, PeerSpec};
 use crate::sys::clock;
 use crate::sys::udp::Udp;
-use crate::uapi::{self, Request};
+use meshd_core::node::{DropReason, Endpoint, Event, Node, PeerId, PeerSpec};
+use meshd_core::uapi::{self, Request};
 
 /// What the data threads hand to the control loop.
 #[derive(Debug)]
@@ -174,10 +174,14 @@ impl Control {
                         peer.rx_bytes = shared.rx_bytes.load(std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                status.render()
+                uapi::render(&status)
             }
             Request::Set(set) => {
-                let result = self.node.apply(clock::now(), clock::wall(), &set);
+                // The node's refusal is answered as the codec answers an invalid value.
+                let result = self
+                    .node
+                    .apply(clock::now(), clock::wall(), &set)
+                    .map_err(uapi::UapiError::from);
                 self.rebind_failed = false;
                 self.apply_events();
                 self.publish_own_key();

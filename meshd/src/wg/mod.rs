@@ -1,5 +1,5 @@
 //! A WireGuard interface served from userspace: the TUN device, the UDP socket, the TX and RX threads,
-//! the control loop with its [`Node`](crate::node::Node), and the configuration socket `wg(8)` uses.
+//! the control loop with its [`Node`](meshd_core::node::Node), and the configuration socket `wg(8)` uses.
 //!
 //! ```text
 //!   TUN --read--> [TX thread] seal --GSO--> UDP          (one thread per direction, no lock shared
@@ -24,10 +24,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::mpsc;
 
 use crate::daemon::mesh::MeshInput;
-use crate::mesh::relay::RelayTable;
-use crate::node::{HANDSHAKE_QUEUE, Node};
 use crate::sys::{clock, random, tun::Tun, udp::Udp};
 use control::{Control, ControlMsg};
+use meshd_core::mesh::relay::RelayTable;
+use meshd_core::node::{HANDSHAKE_QUEUE, Node};
 use rx::RxUpdate;
 use shared::{Routes, Shared};
 

@@ -23,11 +23,11 @@ use super::control::ControlMsg;
 use super::os_error::{self, EXHAUSTED_PAUSE};
 use super::shared::{PeerShared, Routes, Shared, Stamp};
 use crate::daemon::mesh::MeshInput;
-use crate::mesh::relay::Refusal;
-use crate::node::{DropReason, Endpoint};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
 use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
+use meshd_core::mesh::relay::Refusal;
+use meshd_core::node::{DropReason, Endpoint};
 
 /// A change to the set of receiving sessions.
 #[derive(Debug)]

@@ -11,9 +11,9 @@ use meshd_crypto::session::Sender;
 use meshd_routing::AllowedIps;
 
 use super::too_big::PathLimit;
-use crate::mesh::relay::RelayTable;
-use crate::node::{Activity, DropCounters, Endpoint, PeerId};
 use crate::sys::udp::Udp;
+use meshd_core::mesh::relay::RelayTable;
+use meshd_core::node::{Activity, DropCounters, Endpoint, PeerId};
 
 /// One peer as the data threads see it.
 #[derive(Debug)]

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use meshd_packet::icmp;
 use meshd_packet::mtu::inner_limit;
 
-use crate::node::{DropReason, Endpoint};
 use crate::sys::tun::WRITE_OFFSET;
+use meshd_core::node::{DropReason, Endpoint};
 
 /// Answers per second, and the burst, over all destinations (Linux's own ICMP rate limit is of the
 /// same order): enough for every TCP flow to learn quickly, too few to flood the host.
@@ -51,7 +51,7 @@ pub fn limit(mtu: usize, learned: Option<&PathLimit>, path: &Endpoint) -> usize 
 /// What `path` carries after the kernel refused a datagram on it, given the route MTU the kernel
 /// reported (`None`: it could not say).
 pub fn learned(path: Endpoint, route_mtu: Option<usize>) -> PathLimit {
-    let ipv6 = crate::sys::udp::canonical(path.addr()).is_ipv6();
+    let ipv6 = meshd_core::address::canonical(path.addr()).is_ipv6();
     let underlay = route_mtu.unwrap_or(FALLBACK_UNDERLAY_MTU);
     PathLimit {
         path,

@@ -21,10 +21,10 @@ use super::control::ControlMsg;
 use super::os_error::{EXHAUSTED_PAUSE, OsErrorKind, classify};
 use super::shared::{PeerShared, Shared};
 use super::too_big::{self, Answerer};
-use crate::node::{DropReason, Endpoint};
 use crate::sys::clock;
 use crate::sys::tun::{BATCH, ReadBatch, Tun};
 use crate::sys::udp::Udp;
+use meshd_core::node::{DropReason, Endpoint};
 
 /// UDP payload bytes one GSO send may carry (the IP length field's limit, less the headers).
 const MAX_GSO_BYTES: usize = 65_000;
@@ -338,7 +338,12 @@ fn send_failed(
 }
 
 /// No usable session: the control loop holds the packet and starts a handshake.
-fn handoff(shared: &Shared, control: &mpsc::Sender<ControlMsg>, peer: crate::node::PeerId, packet: &[u8]) {
+fn handoff(
+    shared: &Shared,
+    control: &mpsc::Sender<ControlMsg>,
+    peer: meshd_core::node::PeerId,
+    packet: &[u8],
+) {
     if control
         .try_send(ControlMsg::Unsent {
             peer,

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::control::UapiCall;
-use crate::uapi::{RequestParser, errno_answer};
+use meshd_core::uapi::{RequestParser, errno_answer};
 
 /// Where wg(8) looks for userspace interfaces.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -87,7 +87,7 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<UapiCall>, _slot: OwnedS
         let Some(text) = line.strip_suffix('\n') else {
             // Over-long line, or the client closed mid-line.
             let _ = write
-                .write_all(errno_answer(crate::uapi::EINVAL).as_bytes())
+                .write_all(errno_answer(meshd_core::uapi::EINVAL).as_bytes())
                 .await;
             return;
         };

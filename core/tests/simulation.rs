@@ -1,11 +1,11 @@
-//! Deterministic simulation of two WireGuard interfaces built on `meshd::node`, on a virtual clock.
+//! Deterministic simulation of two WireGuard interfaces built on `meshd_core::node`, on a virtual clock.
 //! The expectations are the WireGuard paper's constants (section 6), not the code's own.
 
 mod sim;
 
 use std::time::Duration;
 
-use meshd::node::{DropReason, Endpoint};
+use meshd_core::node::{DropReason, Endpoint};
 use meshd_packet::wire;
 use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
 use sim::{Sim, ipv4};
@@ -268,8 +268,8 @@ fn removing_a_peer_forgets_its_sessions_and_routes() {
     sim.send_ip(0, a_to_b(1));
     sim.run_for(Duration::from_millis(100));
     let b_pub = sim.hosts[1].public;
-    let set = meshd::uapi::SetDevice {
-        peers: vec![meshd::uapi::PeerUpdate {
+    let set = meshd_core::node::SetDevice {
+        peers: vec![meshd_core::node::PeerUpdate {
             public_key: *b_pub.as_bytes(),
             remove: true,
             update_only: false,
@@ -293,7 +293,7 @@ fn removing_a_peer_forgets_its_sessions_and_routes() {
 #[test]
 fn under_load_a_responder_demands_a_cookie_and_then_completes() {
     let mut sim = Sim::pair();
-    sim.handshake_backlog = meshd::node::HANDSHAKE_QUEUE;
+    sim.handshake_backlog = meshd_core::node::HANDSHAKE_QUEUE;
     sim.send_ip(0, a_to_b(1));
     sim.run_for(Duration::from_secs(12));
     // B answered the first initiation with a cookie reply (type 3), not a response; A's retry carries
@@ -568,7 +568,7 @@ fn under_load_a_relayed_initiation_is_dropped_as_its_cookie_reply_cannot_be_addr
     let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, false, true));
     sim.reconcile(0, &[spec_b]);
     sim.reconcile(1, &[spec_a]);
-    sim.handshake_backlog = meshd::node::HANDSHAKE_QUEUE;
+    sim.handshake_backlog = meshd_core::node::HANDSHAKE_QUEUE;
     sim.send_ip(0, a_to_b(1));
     sim.run_for(Duration::from_secs(1));
     assert!(sim.hosts[1].drops.contains(&DropReason::CookieUnroutable));
@@ -605,7 +605,7 @@ fn crossed_handshakes_carry_data_both_ways_at_once() {
 /// answer it can draw is a cookie reply, smaller than the initiation, so a forged source gains nothing.
 #[test]
 fn a_strangers_initiation_draws_no_answer_larger_than_itself() {
-    for backlog in [0, meshd::node::HANDSHAKE_QUEUE] {
+    for backlog in [0, meshd_core::node::HANDSHAKE_QUEUE] {
         let mut sim = Sim::pair();
         // B forgets A: A is now a stranger to B.
         sim.reconcile(1, &[]);

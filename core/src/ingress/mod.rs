@@ -2,7 +2,7 @@
 //! network's block through BIRD while it is healthy, and forwards the block's traffic between the
 //! mesh and its upstream.
 //!
-//! Like `node/` and `mesh/`, this module does no IO and reads no clock; `daemon/ingress.rs` gathers
+//! Like `node/` and `mesh/`, this module does no IO and reads no clock; the daemon gathers
 //! the facts (BIRD's answers, the peers, the interface) and applies the decisions over rtnetlink.
 //!
 //! - [`announcer`]: when the block is announced: the health rule, the hold-down, BIRD restarts.

@@ -1,57 +1,7 @@
 //! Parsing requests, in particular `set=1`.
 
-use std::net::SocketAddr;
-
-use meshd_packet::IpPrefix;
-use zeroize::Zeroizing;
-
 use super::{Request, UapiError, hex::decode_key};
-
-/// A `set=1` request: the interface keys, then the peers in the order given.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SetDevice {
-    /// `Some(None)` removes the private key (the protocol sends an all-zero key for that).
-    pub private_key: Option<Option<Zeroizing<[u8; 32]>>>,
-    pub listen_port: Option<u16>,
-    /// `Some(0)` turns the mark off.
-    pub fwmark: Option<u32>,
-    /// Remove every peer not named in this request first.
-    pub replace_peers: bool,
-    pub peers: Vec<PeerUpdate>,
-}
-
-/// The changes to one peer, named by its public key.
-#[derive(Debug, PartialEq, Eq)]
-pub struct PeerUpdate {
-    pub public_key: [u8; 32],
-    /// Remove the peer; nothing else in the update applies.
-    pub remove: bool,
-    /// Change the peer only if it exists; never create it.
-    pub update_only: bool,
-    /// `Some(None)` clears the preshared key (an all-zero key on the wire).
-    pub preshared_key: Option<Option<Zeroizing<[u8; 32]>>>,
-    pub endpoint: Option<SocketAddr>,
-    /// Seconds; `Some(0)` turns persistent keepalive off.
-    pub persistent_keepalive_interval: Option<u16>,
-    /// Drop the peer's allowed IPs before adding `allowed_ips`.
-    pub replace_allowed_ips: bool,
-    pub allowed_ips: Vec<IpPrefix>,
-}
-
-impl PeerUpdate {
-    fn new(public_key: [u8; 32]) -> Self {
-        PeerUpdate {
-            public_key,
-            remove: false,
-            update_only: false,
-            preshared_key: None,
-            endpoint: None,
-            persistent_keepalive_interval: None,
-            replace_allowed_ips: false,
-            allowed_ips: Vec::new(),
-        }
-    }
-}
+use crate::node::{PeerUpdate, SetDevice};
 
 /// Reads one request line by line (without the trailing `\n`). The server feeds lines until
 /// [`feed_line`](Self::feed_line) returns a request, then answers and starts a new parser. After an

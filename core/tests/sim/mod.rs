@@ -18,8 +18,8 @@ use meshd_packet::wire::meshd::{MeshdMessage, TYPE_RELAY, parse_meshd, write_rel
 use meshd_packet::wire::{self, Message};
 use meshd_routing::AllowedIps;
 
-use meshd::node::{Activity, DropReason, Endpoint, Event, Node, PeerId, PeerSpec, ReconcileSummary};
-use meshd::uapi::{PeerUpdate, SetDevice};
+use meshd_core::node::{Activity, DropReason, Endpoint, Event, Node, PeerId, PeerSpec, ReconcileSummary};
+use meshd_core::node::{PeerUpdate, SetDevice};
 
 pub const MTU: usize = 1420;
 
@@ -121,7 +121,7 @@ pub struct Sim {
     /// Decides per datagram (from, to, bytes) whether the network loses it.
     pub lose: LossFilter,
     /// The handshake queue depth each host reports to its node (under load from 1/8 of
-    /// `meshd::node::HANDSHAKE_QUEUE`).
+    /// `meshd_core::node::HANDSHAKE_QUEUE`).
     pub handshake_backlog: usize,
     /// Datagrams offered to the network (time, from, to, message type), for tests that look at the wire.
     pub wire_log: Vec<(Instant, SocketAddr, SocketAddr, u8)>,

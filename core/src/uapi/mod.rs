@@ -1,7 +1,8 @@
 //! The WireGuard cross-platform userspace API (<https://www.wireguard.com/xplatform/>): the text
 //! protocol `wg(8)` speaks over `/var/run/wireguard/IFNAME.sock`. This module is the codec only (no
-//! socket): [`RequestParser`] turns lines into a typed [`Request`], and [`DeviceStatus`] renders the
-//! answer to `get=1`.
+//! socket): [`RequestParser`] turns lines into a typed [`Request`] whose changes are the node's own
+//! [`SetDevice`], and [`render`] writes the node's [`DeviceStatus`](crate::node::DeviceStatus) as the answer to `get=1`. The
+//! codec knows the node's types; the node does not know the codec.
 //!
 //! The protocol is a sequence of `key=value` lines ended by an empty line. A `set=1` request lists the
 //! interface keys first, then each peer starting with its `public_key`; every answer ends with
@@ -11,9 +12,11 @@ mod get;
 mod hex;
 mod set;
 
-pub use get::{DeviceStatus, PeerStatus};
+pub use get::render;
 pub use hex::{decode_key, encode_key};
-pub use set::{PeerUpdate, RequestParser, SetDevice};
+pub use set::RequestParser;
+
+use crate::node::{ConfigError, SetDevice};
 
 /// One request read from a client.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,6 +81,13 @@ impl std::fmt::Display for UapiError {
 }
 
 impl std::error::Error for UapiError {}
+
+/// The node's refusal, answered as an invalid value.
+impl From<ConfigError> for UapiError {
+    fn from(e: ConfigError) -> Self {
+        UapiError::invalid(e.to_string())
+    }
+}
 
 // Linux errno values; the protocol carries them as numbers.
 pub const EINVAL: i32 = 22;

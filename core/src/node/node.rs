@@ -36,8 +36,10 @@ use zerocopy::IntoBytes;
 use zeroize::Zeroizing;
 
 use super::peer::{MAX_QUEUED, Peer, SendingSession};
-use super::{Activity, DropReason, Endpoint, Event, Paths, PeerId};
-use crate::uapi::{DeviceStatus, PeerStatus, PeerUpdate, SetDevice, UapiError};
+use super::{
+    Activity, ConfigError, DeviceStatus, DropReason, Endpoint, Event, Paths, PeerId, PeerStatus, PeerUpdate,
+    SetDevice,
+};
 
 /// Capacity of the shell's queue of handshake messages; the node is under load when it is 1/8 full.
 pub const HANDSHAKE_QUEUE: usize = 4096;
@@ -670,7 +672,7 @@ impl Node {
     }
 
     /// Applies a `set=1` request. Changes before an invalid entry stay applied, as with wireguard-go.
-    pub fn apply(&mut self, now: Instant, wall: SystemTime, set: &SetDevice) -> Result<(), UapiError> {
+    pub fn apply(&mut self, now: Instant, wall: SystemTime, set: &SetDevice) -> Result<(), ConfigError> {
         let mut routes_changed = false;
         if let Some(key) = &set.private_key {
             self.set_private_key(key.as_deref().copied());
@@ -738,7 +740,12 @@ impl Node {
     }
 
     /// Returns whether the allowed IPs changed.
-    fn apply_peer(&mut self, now: Instant, wall: SystemTime, update: &PeerUpdate) -> Result<bool, UapiError> {
+    fn apply_peer(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        update: &PeerUpdate,
+    ) -> Result<bool, ConfigError> {
         let key = PublicKey::from_bytes(update.public_key);
         let existing = self.by_key.get(&key).copied();
         if update.remove {
@@ -811,12 +818,11 @@ impl Node {
 
     /// A configured peer: its handshake state is built now, so that a key that is not a usable point
     /// is refused as wireguard-go refuses it.
-    fn add_peer(&mut self, key: PublicKey) -> Result<PeerId, UapiError> {
+    fn add_peer(&mut self, key: PublicKey) -> Result<PeerId, ConfigError> {
         let handshake = match &self.identity {
-            Some(identity) => Some(
-                PeerHandshake::new(identity, key, None)
-                    .map_err(|_| UapiError::invalid("public_key is not a usable Curve25519 point"))?,
-            ),
+            Some(identity) => {
+                Some(PeerHandshake::new(identity, key, None).map_err(|_| ConfigError::UnusablePeerKey)?)
+            }
             None => None,
         };
         let id = self.insert_peer(key);

@@ -2,7 +2,7 @@
 //! pages together, and turning the map into the peer set the node's interface should have.
 //!
 //! Driven like the node core: feed `join`, `handle_message` and `handle_timeout` (with `now`), then
-//! drain `poll_output`. The shell seals and opens envelopes ([`super::channel`]), carries out the
+//! drain `poll_output`. The shell seals and opens envelopes ([`crate::channel`]), carries out the
 //! outputs (datagrams, the interface's peers and addresses, files) and answers the admin API.
 //!
 //! Paths: every peer gets the relay (the controller's node) as a fallback path. It gets a direct
@@ -27,14 +27,15 @@ use meshd_crypto::PublicKey;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 use zeroize::Zeroizing;
 
-use super::map::{Assembler, NetworkMap, PageOutcome};
+use super::join::{JoinFailure, JoinFailureKind, JoinResponse};
 use super::membership::Membership;
-use super::message::{
+use super::peer_rules::{NAT_KEEPALIVE, default_routes};
+use crate::map::{Assembler, NetworkMap, PageOutcome};
+use crate::message::{
     Body, JoinMsg, JoinedMsg, LEAVE_PAD, LocalInfo, NetworkId, PollMsg, RefusalKind, RefusedMsg,
 };
-use crate::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
-use crate::controller::token::JoinToken;
 use crate::node::PeerSpec;
+use crate::token::JoinToken;
 
 /// How often a node polls its controller: its liveness signal, its endpoint report, and how a lost
 /// push is caught up.
@@ -44,10 +45,6 @@ pub const PAGE_RETRY: Duration = Duration::from_millis(300);
 /// How often a join request is repeated while unanswered, and when the node gives up.
 pub const JOIN_RETRY: Duration = Duration::from_secs(1);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keepalive interval where a NAT mapping must stay open (below the 30 s many NATs keep an idle UDP
-/// mapping; the same value as wg-quick's usual `PersistentKeepalive = 25`).
-pub const NAT_KEEPALIVE: u16 = 25;
-
 #[derive(Debug)]
 pub enum Output {
     /// Seal `body` to `key` and send it to `to`.
@@ -644,15 +641,6 @@ pub fn peer_specs(own: &PublicKey, membership: &Membership, map: Option<&Network
         });
     }
     specs
-}
-
-/// `0.0.0.0/0`, and `::/0` when the network has IPv6: the allowed IPs that make a peer the egress.
-pub fn default_routes(ipv6: bool) -> Vec<IpPrefix> {
-    let mut out = vec![IpPrefix::V4(Ipv4Prefix::ANY)];
-    if ipv6 {
-        out.push(IpPrefix::V6(Ipv6Prefix::ANY));
-    }
-    out
 }
 
 fn host_prefixes(v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> Vec<IpPrefix> {
