@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use meshd::controller::service::{self, ControllerService, Received};
-use meshd::controller::store::{NetworkSpec, Store};
+use meshd_controller::service::{self, ControllerService, Received};
+use meshd_controller::store::{NetworkSpec, Store};
 use meshd_core::channel::{Admit, Channel, Opened};
 use meshd_core::mesh::agent::{self, Agent};
 use meshd_core::message::{Body, LocalInfo, PollMsg, sealed_len};

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod controller;
 pub mod daemon;
 pub mod lab;
 pub mod sys;

@@ -21,10 +21,10 @@ use crate::api::node::{
     JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, MemberStanding, MembershipStatus, NodeRequest,
     NodeStatus, PathKind, PeerStatusView,
 };
-use crate::controller::service::{self, ControllerService, Received};
 use crate::sys::{clock, ifaddrs, ifconfig};
 use crate::wg::control::{MeshCmd, PeerRuntime};
 use crate::wg::shared::Shared;
+use meshd_controller::service::{self, ControllerService, Received};
 use meshd_core::channel::{Admit, Channel, OpenError, Opened};
 use meshd_core::mesh::agent::{self, Agent, Standing, base64_key};
 use meshd_core::message::{Body, LocalInfo};

@@ -36,7 +36,7 @@ pub const MAP_FILE: &str = "map.bin";
 const KEY_EVIDENCE: &[&str] = &[
     MEMBERSHIP_FILE,
     MAP_FILE,
-    crate::controller::store::DB_FILE,
+    meshd_controller::store::DB_FILE,
     "controller.db-wal",
 ];
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshd::controller::store::{DB_FILE, MIGRATIONS, Migration, NetworkSpec, Sighting, Store, StoreError};
+use meshd_controller::store::{DB_FILE, MIGRATIONS, Migration, NetworkSpec, Sighting, Store, StoreError};
 use meshd_core::token::{TokenError, TokenPolicy};
 use meshd_crypto::PublicKey;
 use rand_chacha::ChaCha20Rng;
@@ -132,7 +132,7 @@ fn the_token_carries_the_controller_key() {
     let (info, text) = store
         .create_token("lab", &controller(), TokenPolicy::unlimited(), at(1), &mut rng)
         .unwrap();
-    let parsed = meshd::controller::JoinToken::parse(text.expose()).unwrap();
+    let parsed = meshd_controller::JoinToken::parse(text.expose()).unwrap();
     assert_eq!(parsed.controller_key(), &controller());
     assert_eq!(parsed.id(), info.id);
 }
@@ -400,7 +400,7 @@ fn network_operations_refuse_what_cannot_work() {
         Err(StoreError::Invalid(message)) => assert!(message.contains("1376"), "{message}"),
         other => panic!("an MTU of 1420 must be refused: {other:?}"),
     }
-    large_mtu.mtu = meshd::controller::store::MAX_MTU;
+    large_mtu.mtu = meshd_controller::store::MAX_MTU;
     // Its own v6 block: lab()'s would overlap the first network's.
     large_mtu.ipv6 = Some("fd44:31::/64".parse().unwrap());
     let created = store.create_network(&large_mtu, at(1));
@@ -944,7 +944,7 @@ fn a_backup_taken_while_the_store_is_open_restores_everything() {
     }
     let copy = dir.0.join("copy.db");
     // While the store is open and has written (its last commits only in the write-ahead log).
-    let info = meshd::controller::store::backup(&dir.0, &copy).unwrap();
+    let info = meshd_controller::store::backup(&dir.0, &copy).unwrap();
     assert_eq!((info.networks, info.members), (1, 20));
     assert_eq!(info.schema_version, MIGRATIONS.len() as u32);
     use std::os::unix::fs::PermissionsExt;
@@ -954,7 +954,7 @@ fn a_backup_taken_while_the_store_is_open_restores_everything() {
     );
     assert!(!dir.0.join("copy.db-wal").exists());
     // Never over an existing file.
-    let e = meshd::controller::store::backup(&dir.0, &copy).unwrap_err();
+    let e = meshd_controller::store::backup(&dir.0, &copy).unwrap_err();
     assert!(e.to_string().contains("never overwrites"), "{e}");
     // Restored into a fresh state directory, it is the same controller state.
     let restored = TestDir::new("backup-restored");
@@ -966,6 +966,6 @@ fn a_backup_taken_while_the_store_is_open_restores_everything() {
     // No database, no backup.
     let empty = TestDir::new("backup-none");
     std::fs::create_dir_all(&empty.0).unwrap();
-    assert!(meshd::controller::store::backup(&empty.0, &empty.0.join("x.db")).is_err());
+    assert!(meshd_controller::store::backup(&empty.0, &empty.0.join("x.db")).is_err());
     assert!(!empty.0.join("x.db").exists());
 }

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meshd::api::node::{JoinFailure, JoinFailureKind, JoinResponse};
-use meshd::controller::service::{self, ControllerService, Received};
-use meshd::controller::store::{NetworkSpec, Store};
+use meshd_controller::service::{self, ControllerService, Received};
+use meshd_controller::store::{NetworkSpec, Store};
 use meshd_core::channel::{Admit, Channel, Opened};
 use meshd_core::map::NetworkMap;
 use meshd_core::mesh::agent::{self, Agent};
+use meshd_core::mesh::join::{JoinFailure, JoinFailureKind, JoinResponse};
 use meshd_core::mesh::membership::Membership;
 use meshd_core::mesh::peer_rules::NAT_KEEPALIVE;
 use meshd_core::mesh::relay::{self, Refusal, RelayTable};
@@ -994,7 +994,7 @@ fn a_node_that_leaves_is_removed_everywhere() {
     assert_eq!(w.nodes[n3].addresses.as_deref(), Some(&[][..]));
     assert!(matches!(
         w.store.lock().unwrap().member("lab", &k3),
-        Err(meshd::controller::StoreError::NoSuchMember { .. })
+        Err(meshd_controller::StoreError::NoSuchMember { .. })
     ));
     for n in [n1, n2] {
         assert!(w.spec(n, &k3).is_none());

@@ -1,8 +1,11 @@
 //! The mesh controller's state: networks, their members, and the tokens that let machines join.
 //!
 //! The controller runs inside meshd (usually on the border router) and is the one place that decides
-//! who is in a network and which addresses they hold. This module is that state and its rules, with no
-//! network IO: the admin API, the CLI and the control channel to the nodes sit on top of it.
+//! who is in a network and which addresses they hold. This crate is that state and its rules, and
+//! the service that answers the nodes' control messages. It never does network IO, runs no runtime
+//! (no tokio, no axum) and never reads the clock: its only IO is the SQLite database under the state
+//! directory. The daemon (`meshd`) carries its datagrams; the admin API, the CLI and the daemon's
+//! mesh task sit on top of it.
 //!
 //! - a **network** has a name, an IPv4 block, an optional IPv6 block and an MTU, and may keep the first
 //!   usable address of each block for the controller's own node;
@@ -19,6 +22,8 @@
 //! - [`blocks`] says which blocks a network may take (pure): no special-purpose range, no overlap;
 //! - [`names`] gives members unique DNS-safe names and printable labels (pure);
 //! - [`meshd_core::token`] makes, reads and checks join tokens (pure); its doc has the token format;
+//! - [`service`] answers the nodes' join, poll and leave messages from the store, and keeps the
+//!   network maps and the relay table;
 //! - [`store`] keeps it all in SQLite under the state directory; its doc has the schema and the
 //!   durability contract: a write that returned `Ok` survives `kill -9` and power loss, and an operation
 //!   that fails (a refused join, say) changes nothing.
@@ -28,7 +33,7 @@
 //!
 //! ```no_run
 //! # use std::{num::NonZeroU32, path::Path, time::SystemTime};
-//! # use meshd::controller::{store::{Store, NetworkSpec}, TokenPolicy};
+//! # use meshd_controller::{store::{Store, NetworkSpec}, TokenPolicy};
 //! # fn demo(now: SystemTime, controller: meshd_crypto::PublicKey, node: meshd_crypto::PublicKey,
 //! #         rng: &mut rand_chacha::ChaCha20Rng) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut store = Store::open(Path::new("/var/lib/meshd"))?;
