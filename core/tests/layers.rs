@@ -1,7 +1,8 @@
 //! The layers of the workspace, as Cargo sees them (`cargo metadata`): the sans-IO crates (packet,
 //! crypto, routing, core) never depend, directly or through another crate, on a runtime, a database,
-//! an HTTP stack or an OS binding. A grep of the source cannot see a dependency; the resolved crate
-//! graph can, so this test reads it. docs/architecture.md draws the graph.
+//! an HTTP stack or an OS binding; the data plane (`meshd-wg`) never on the database, HTTP or the
+//! controller. A grep of the source cannot see a dependency; the resolved crate graph can, so this
+//! test reads it. docs/architecture.md draws the graph.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -23,6 +24,16 @@ const IO: &[&str] = &[
     "quinn-udp",
     "rtnetlink",
     "nix",
+];
+
+/// What the data plane must never reach: `meshd-wg` builds without SQLite or an HTTP stack.
+const NOT_DATA_PLANE: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "axum",
+    "hyper",
+    "meshd-controller",
+    "meshd",
 ];
 
 /// Crates the walk does not enter. `getrandom` is the OS RNG that ring and the RustCrypto AEADs link
@@ -142,4 +153,19 @@ fn the_sans_io_crates_reach_no_io_crate() {
         "a sans-IO crate depends on IO:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn the_data_plane_reaches_no_database_and_no_http() {
+    let graph = Graph::load();
+    // The walk sees what it looks for: the daemon does reach SQLite and axum.
+    let daemon: Vec<String> = graph.reach("meshd", &[]).into_iter().map(|(n, _)| n).collect();
+    assert!(daemon.iter().any(|n| n == "rusqlite") && daemon.iter().any(|n| n == "axum"));
+    let wrong: Vec<String> = graph
+        .reach("meshd-wg", &[])
+        .into_iter()
+        .filter(|(name, _)| NOT_DATA_PLANE.contains(&name.as_str()))
+        .map(|(_, path)| path.join(" -> "))
+        .collect();
+    assert!(wrong.is_empty(), "meshd-wg depends on:\n{}", wrong.join("\n"));
 }

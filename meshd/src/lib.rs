@@ -1,8 +1,10 @@
 //! The meshd daemon.
 //!
 //! The sans-IO core (the node, the mesh agent, the codecs) is the `meshd-core` crate: it never does
-//! IO and never reads a clock (`now` is passed in). This crate is its shell: `sys/` is the only place
-//! with operating-system calls and `unsafe`.
+//! IO and never reads a clock (`now` is passed in). The controller's state is `meshd-controller`; the
+//! data plane (the interface's threads and control loop, and `sys`, the only place with
+//! operating-system calls and `unsafe`) is `meshd-wg`. This crate runs them together: the daemon's
+//! mesh, routing and ingress tasks, the admin API, the CLI and the lab.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -10,5 +12,3 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod lab;
-pub mod sys;
-pub mod wg;

@@ -24,4 +24,4 @@ pub use event::Event;
 pub use node::{HANDSHAKE_QUEUE, Node};
 pub use peer::{MAX_QUEUED, PeerId};
 pub use reconcile::{PeerSpec, ReconcileSummary};
-pub use status::{DeviceStatus, PeerStatus};
+pub use status::{DeviceStatus, PeerRuntime, PeerStatus};

@@ -11,8 +11,8 @@ use super::format::{ago, field, out, out_json, parse_duration, span, table, when
 use crate::api::ApiClient;
 use crate::api::controller::{CreateNetwork, CreateToken, MemberView, NetworkView, TokenState, TokenView};
 use crate::config::Config;
-use crate::sys::clock;
 use meshd_core::token::from_unix_secs;
+use meshd_wg::sys::clock;
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {

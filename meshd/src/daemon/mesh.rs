@@ -15,27 +15,22 @@ use meshd_crypto::sealed::SealedError;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::mesh_cmd::MeshCmd;
 use super::routing::{RoutingReport, RoutingView};
 use super::state;
 use crate::api::node::{
     JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, MemberStanding, MembershipStatus, NodeRequest,
     NodeStatus, PathKind, PeerStatusView,
 };
-use crate::sys::{clock, ifaddrs, ifconfig};
-use crate::wg::control::{MeshCmd, PeerRuntime};
-use crate::wg::shared::Shared;
 use meshd_controller::service::{self, ControllerService, Received};
 use meshd_core::channel::{Admit, Channel, OpenError, Opened};
 use meshd_core::mesh::agent::{self, Agent, Standing, base64_key};
 use meshd_core::message::{Body, LocalInfo};
+use meshd_core::node::PeerRuntime;
 use meshd_core::node::{DropReason, Endpoint, PeerSpec};
-
-/// A meshd message from the network (a sealed envelope), as the RX thread hands it over.
-#[derive(Debug)]
-pub struct MeshInput {
-    pub from: SocketAddr,
-    pub datagram: Vec<u8>,
-}
+use meshd_wg::rx::MeshInput;
+use meshd_wg::shared::Shared;
+use meshd_wg::sys::{clock, ifaddrs, ifconfig};
 
 /// Capacity of the RX thread's queue of meshd messages; beyond it they are dropped (and counted).
 pub const MESH_QUEUE: usize = 4096;
@@ -101,7 +96,7 @@ impl MeshTask {
             .into_iter()
             .flatten()
             .min();
-            let timer = crate::wg::sleep_until(deadline);
+            let timer = meshd_wg::sleep_until(deadline);
             tokio::select! {
                 biased;
                 _ = &mut stop => break,

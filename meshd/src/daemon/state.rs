@@ -24,9 +24,9 @@ use base64::engine::general_purpose::STANDARD;
 use meshd_crypto::StaticSecret;
 use zeroize::Zeroizing;
 
-use crate::sys::files::{read_private, write_atomic};
 use meshd_core::map::NetworkMap;
 use meshd_core::mesh::membership::Membership;
+use meshd_wg::sys::files::{read_private, write_atomic};
 
 pub const KEY_FILE: &str = "node.key";
 pub const MEMBERSHIP_FILE: &str = "membership.json";
@@ -166,7 +166,7 @@ mod tests {
     fn dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("meshd-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        crate::sys::files::ensure_private_dir(&dir).unwrap();
+        meshd_wg::sys::files::ensure_private_dir(&dir).unwrap();
         dir
     }
 

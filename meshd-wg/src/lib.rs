@@ -1,5 +1,12 @@
-//! A WireGuard interface served from userspace: the TUN device, the UDP socket, the TX and RX threads,
-//! the control loop with its [`Node`](meshd_core::node::Node), and the configuration socket `wg(8)` uses.
+//! meshd's data plane: a WireGuard interface served from userspace. The TUN device, the UDP socket,
+//! the TX and RX threads, the control loop with its [`Node`](meshd_core::node::Node), and the
+//! configuration socket `wg(8)` uses; under them [`sys`], the only code of meshd that talks to the
+//! operating system. The `meshd-wg` binary is this crate alone; the `meshd` daemon runs the mesh on
+//! top of it.
+//!
+//! It never opens a database and never serves HTTP (no rusqlite, no axum: the layer test checks),
+//! and it knows nothing of the mesh daemon: meshd's sealed control messages go up as [`MeshInput`],
+//! and the daemon's commands come down as a [`control::Command`].
 //!
 //! ```text
 //!   TUN --read--> [TX thread] seal --GSO--> UDP          (one thread per direction, no lock shared
@@ -8,10 +15,13 @@
 //!   wg(8) <-> [control loop: Node, timers, handshakes] (tokio, this thread)
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod control;
 pub mod os_error;
 pub mod rx;
 pub mod shared;
+pub mod sys;
 pub mod too_big;
 pub mod tx;
 pub mod uapi_server;
@@ -23,11 +33,11 @@ use anyhow::Context;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::mpsc;
 
-use crate::daemon::mesh::MeshInput;
 use crate::sys::{clock, random, tun::Tun, udp::Udp};
 use control::{Control, ControlMsg};
 use meshd_core::mesh::relay::RelayTable;
 use meshd_core::node::{HANDSHAKE_QUEUE, Node};
+pub use rx::MeshInput;
 use rx::RxUpdate;
 use shared::{Routes, Shared};
 

@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use super::control::ControlMsg;
 use super::os_error::{self, EXHAUSTED_PAUSE};
 use super::shared::{PeerShared, Routes, Shared, Stamp};
-use crate::daemon::mesh::MeshInput;
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
 use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
@@ -40,6 +39,14 @@ pub enum RxUpdate {
     Remove {
         local_index: u32,
     },
+}
+
+/// A meshd message from the network (a sealed envelope), as the RX thread hands it to whoever runs
+/// the mesh above this crate (the daemon's mesh task).
+#[derive(Debug)]
+pub struct MeshInput {
+    pub from: SocketAddr,
+    pub datagram: Vec<u8>,
 }
 
 struct Session {

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use meshd::sys::process;
+use meshd_wg::sys::process;
 
 const USAGE: &str = "\
 Usage: meshd-wg [-f|--foreground] INTERFACE
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         return usage_error(&why);
     }
 
-    meshd::sys::logging::init();
+    meshd_wg::sys::logging::init();
     if !foreground {
         let mut child_args = vec![OsString::from("--foreground")];
         child_args.push(OsString::from(&interface));
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match meshd::wg::run(&interface, || Ok(process::notify_ready()?)) {
+    match meshd_wg::run(&interface, || Ok(process::notify_ready()?)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshd-wg: {e:#}");

@@ -1,6 +1,6 @@
 //! The only part of meshd that talks to the operating system: the TUN device, the UDP socket, the clock
-//! and process control. Every `unsafe` block in the daemon lives under this module, each with a
-//! `// SAFETY:` comment.
+//! and process control. Every `unsafe` block of meshd (this crate and the daemon) lives under this
+//! module, each with a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
 pub mod bird;

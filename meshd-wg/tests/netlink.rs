@@ -1,4 +1,4 @@
-//! The rules and routes of `meshd::sys::netlink` against the real kernel.
+//! The rules and routes of `meshd_wg::sys::netlink` against the real kernel.
 //!
 //! Each test runs in a thread of its own that first moves into a new, empty network namespace
 //! (`unshare(CLONE_NEWNET)` affects only the calling thread and the threads it starts afterwards),
@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use meshd::sys::netlink::{Netlink, RouteSpec, RuleSpec};
+use meshd_wg::sys::netlink::{Netlink, RouteSpec, RuleSpec};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags};
 use rtnetlink::packet_route::rule::RuleAction;
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};

@@ -15,7 +15,7 @@ use meshd_crypto::PublicKey;
 
 use crate::sys::clock;
 use crate::sys::udp::Udp;
-use meshd_core::node::{DropReason, Endpoint, Event, Node, PeerId, PeerSpec};
+use meshd_core::node::{DropReason, Endpoint, Event, Node, PeerId, PeerRuntime, PeerSpec};
 use meshd_core::uapi::{self, Request};
 
 /// What the data threads hand to the control loop.
@@ -36,36 +36,18 @@ pub struct UapiCall {
     pub reply: oneshot::Sender<Zeroizing<String>>,
 }
 
-/// What the mesh task asks of the control loop, which owns the node.
-#[derive(Debug)]
-pub enum MeshCmd {
-    /// Make the interface's peers exactly these (from the network map).
-    Reconcile(Vec<PeerSpec>),
-    /// Report every peer's path, last handshake and byte counts.
-    Peers(oneshot::Sender<Vec<PeerRuntime>>),
-    /// Put this token in relay frames from now on (the relay issued it).
-    RelayToken([u8; 8]),
+/// A command from whoever drives the interface besides wg(8) (the mesh daemon), carried out on the
+/// control loop, which owns the node. The loop knows nothing of the mesh: a command calls the
+/// [`Control`] methods it needs.
+pub trait Command: Send + 'static {
+    fn run(self, control: &mut Control);
 }
 
-impl MeshCmd {
-    /// Asks the control loop for every peer's runtime state; none if the loop has stopped.
-    pub async fn peers(control: &mpsc::Sender<MeshCmd>) -> Vec<PeerRuntime> {
-        let (tx, rx) = oneshot::channel();
-        match control.send(MeshCmd::Peers(tx)).await {
-            Ok(()) => rx.await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+/// No commands: the loop of an interface that only wg(8) configures.
+impl Command for std::convert::Infallible {
+    fn run(self, _: &mut Control) {
+        match self {}
     }
-}
-
-/// One peer as `meshd status` shows it, from the node and the data path's counters.
-#[derive(Debug, Clone)]
-pub struct PeerRuntime {
-    pub key: PublicKey,
-    pub endpoint: Option<Endpoint>,
-    pub last_handshake: Option<SystemTime>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
 }
 
 /// How often the data path's activity is turned into timer events, and drop counters checked.
@@ -107,16 +89,16 @@ impl Control {
         stop: impl std::future::Future<Output = ()>,
     ) {
         // No mesh task: a command channel nothing sends on.
-        let (_unused, cmds) = mpsc::channel(1);
+        let (_unused, cmds) = mpsc::channel::<std::convert::Infallible>(1);
         self.run_mesh(msgs, calls, cmds, stop).await;
     }
 
     /// Runs until `stop` resolves, also taking the mesh task's commands.
-    pub async fn run_mesh(
+    pub async fn run_mesh<C: Command>(
         mut self,
         mut msgs: mpsc::Receiver<ControlMsg>,
         mut calls: mpsc::Receiver<UapiCall>,
-        mut cmds: mpsc::Receiver<MeshCmd>,
+        mut cmds: mpsc::Receiver<C>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         self.publish_own_key();
@@ -135,7 +117,7 @@ impl Control {
                     self.on_message(msg, waiting);
                 }
                 Some(call) = calls.recv() => self.on_call(call),
-                Some(cmd) = cmds.recv() => self.on_mesh(cmd),
+                Some(cmd) = cmds.recv() => cmd.run(&mut self),
                 _ = timer => self.node.handle_timeout(clock::now(), clock::wall()),
                 _ = tick.tick() => {
                     self.drain_activity();
@@ -199,42 +181,42 @@ impl Control {
         let _ = call.reply.send(answer);
     }
 
-    fn on_mesh(&mut self, cmd: MeshCmd) {
-        match cmd {
-            MeshCmd::Reconcile(peers) => {
-                let summary = self.node.reconcile(clock::now(), clock::wall(), &peers);
-                tracing::debug!("peers from the map: {summary:?}");
-            }
-            MeshCmd::RelayToken(token) => {
-                self.node.set_relay_token(token);
-                self.shared
-                    .relay_token
-                    .store(u64::from_le_bytes(token), std::sync::atomic::Ordering::Relaxed);
-            }
-            MeshCmd::Peers(reply) => {
-                self.drain_activity();
-                let (status, ids) = self.node.status();
-                let peers = status
-                    .peers
-                    .iter()
-                    .zip(ids)
-                    .map(|(p, id)| {
-                        let shared = self.peers.get(&id);
-                        let load = |f: fn(&PeerShared) -> &std::sync::atomic::AtomicU64| {
-                            shared.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
-                        };
-                        PeerRuntime {
-                            key: PublicKey::from_bytes(p.public_key),
-                            endpoint: self.node.endpoint(id),
-                            last_handshake: p.last_handshake.map(|d| SystemTime::UNIX_EPOCH + d),
-                            rx_bytes: load(|s| &s.rx_bytes),
-                            tx_bytes: load(|s| &s.tx_bytes),
-                        }
-                    })
-                    .collect();
-                let _ = reply.send(peers);
-            }
-        }
+    /// Makes the interface's peers exactly these (from the network map).
+    pub fn reconcile(&mut self, peers: &[PeerSpec]) {
+        let summary = self.node.reconcile(clock::now(), clock::wall(), peers);
+        tracing::debug!("peers from the map: {summary:?}");
+    }
+
+    /// Puts this token in relay frames from now on (the relay issued it).
+    pub fn set_relay_token(&mut self, token: [u8; 8]) {
+        self.node.set_relay_token(token);
+        self.shared
+            .relay_token
+            .store(u64::from_le_bytes(token), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every peer's path, last handshake and byte counts.
+    pub fn peers(&mut self) -> Vec<PeerRuntime> {
+        self.drain_activity();
+        let (status, ids) = self.node.status();
+        status
+            .peers
+            .iter()
+            .zip(ids)
+            .map(|(p, id)| {
+                let shared = self.peers.get(&id);
+                let load = |f: fn(&PeerShared) -> &std::sync::atomic::AtomicU64| {
+                    shared.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+                };
+                PeerRuntime {
+                    key: PublicKey::from_bytes(p.public_key),
+                    endpoint: self.node.endpoint(id),
+                    last_handshake: p.last_handshake.map(|d| SystemTime::UNIX_EPOCH + d),
+                    rx_bytes: load(|s| &s.rx_bytes),
+                    tx_bytes: load(|s| &s.tx_bytes),
+                }
+            })
+            .collect()
     }
 
     /// The RX thread tells relay frames for this node from ones to forward by the node's key.
