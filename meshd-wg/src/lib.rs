@@ -1,7 +1,6 @@
 //! meshd's data plane: a WireGuard interface served from userspace. The TUN device, the UDP socket,
-//! the TX and RX threads, the control loop with its [`Node`](meshd_core::node::Node), and the
-//! configuration socket `wg(8)` uses; under them [`sys`], the only code of meshd that talks to the
-//! operating system. The `meshd-wg` binary is this crate alone; the `meshd` daemon runs the mesh on
+//! the TX and RX threads, the control loop with its [`Node`], and the configuration socket `wg(8)`
+//! uses; under them [`sys`], the only code of meshd that talks to the operating system. The `meshd-wg` binary is this crate alone; the `meshd` daemon runs the mesh on
 //! top of it.
 //!
 //! It never opens a database and never serves HTTP (no rusqlite, no axum: the layer test checks),

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use meshd_crypto::PublicKey;
-
 use meshd_packet::IpPrefix;
 use zeroize::Zeroizing;
 
