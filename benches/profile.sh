@@ -6,8 +6,8 @@
 #   sudo benches/profile.sh            # needs root, perf, iperf3, wireguard-tools, iproute2, util-linux
 #   SECONDS_RECORDED=10 sudo benches/profile.sh
 #
-# meshd-wg comes from $MESHD_WG_BIN or target/release/meshd-wg (cargo build --release -p meshd --bin
-# meshd-wg; the release profile keeps debug info, so symbols resolve). Runs in private mount and PID
+# meshd-wg comes from $MESHD_WG_BIN or target/release/meshd-wg (cargo build --release -p meshd-wg;
+# the release profile keeps debug info, so symbols resolve). Runs in private mount and PID
 # namespaces (tmpfs over /run/netns and /var/run/wireguard), so it touches nothing of the host and
 # everything it starts dies with it. Addresses: 192.0.2.0/24 and 198.51.100.0/24 only.
 set -euo pipefail
@@ -19,7 +19,7 @@ die() { echo "profile.sh: $*" >&2; exit 1; }
 if [ "${MESHD_PROFILE_ISOLATED:-}" != 1 ]; then
     [ "$(id -u)" = 0 ] || die "needs root: sudo $0"
     for tool in perf iperf3 wg ip unshare; do command -v $tool >/dev/null || die "$tool is missing"; done
-    [ -x "$BIN" ] || die "$BIN is not built: cargo build --release -p meshd --bin meshd-wg"
+    [ -x "$BIN" ] || die "$BIN is not built: cargo build --release -p meshd-wg"
     MESHD_PROFILE_ISOLATED=1 exec unshare --mount --propagation private --pid --fork --kill-child \
         --mount-proc -- bash "${BASH_SOURCE[0]}"
 fi

@@ -14,8 +14,8 @@
 #   wireguard-go  $WIREGUARD_GO_BIN, else `wireguard-go` on PATH   (apt-get install wireguard-go)
 #   boringtun     $BORINGTUN_CLI_BIN, else `boringtun-cli` on PATH or in ~/.cargo/bin
 #                 (cargo install boringtun-cli --locked); $BORINGTUN_THREADS threads (default 2)
-#   meshd-wg      $MESHD_WG_BIN, else target/release/meshd-wg (cargo build --release -p meshd
-#                 --bin meshd-wg); skipped with a note when it is not built
+#   meshd-wg      $MESHD_WG_BIN, else target/release/meshd-wg (cargo build --release -p meshd-wg);
+#                 skipped with a note when it is not built
 #   meshd-wg-base $MESHD_WG_BASE_BIN: another build of meshd-wg (say, of the commit before a change),
 #                 measured in the same run so that a change is compared within the noise of one
 #                 machine; skipped with a note when the variable is not set
@@ -164,7 +164,7 @@ impl_command() {
             ;;
         meshd-wg)
             bin=${MESHD_WG_BIN:-$REPO_ROOT/target/release/meshd-wg}
-            [ -x "$bin" ] || { echo "not built ($bin; cargo build --release -p meshd --bin meshd-wg)"; return 1; }
+            [ -x "$bin" ] || { echo "not built ($bin; cargo build --release -p meshd-wg)"; return 1; }
             echo "$bin -f"
             ;;
         meshd-wg-base)

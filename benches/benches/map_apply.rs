@@ -16,8 +16,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use meshd::node::{Node, PeerSpec};
-use meshd::uapi::SetDevice;
+use meshd_core::node::SetDevice;
+use meshd_core::node::{Node, PeerSpec};
 use meshd_crypto::StaticSecret;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 use rand_chacha::ChaCha20Rng;

@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use meshd::controller::service::{self, ControllerService, Received};
-use meshd::controller::store::{NetworkSpec, Store};
-use meshd::controller::token::TokenPolicy;
-use meshd::mesh::agent::{self, Agent};
-use meshd::mesh::channel::{Admit, Channel, Opened};
-use meshd::mesh::message::{Body, LocalInfo, PollMsg, sealed_len};
-use meshd::node::Node;
-use meshd::uapi::SetDevice;
+use meshd_controller::service::{self, ControllerService, Received};
+use meshd_controller::store::{NetworkSpec, Store};
+use meshd_core::channel::{Admit, Channel, Opened};
+use meshd_core::mesh::agent::{self, Agent};
+use meshd_core::message::{Body, LocalInfo, PollMsg, sealed_len};
+use meshd_core::node::Node;
+use meshd_core::node::SetDevice;
+use meshd_core::token::TokenPolicy;
 use meshd_crypto::{PublicKey, StaticSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -246,7 +246,7 @@ fn node_apply(c: &mut Criterion) {
     let membership = {
         let store = ctl.store.lock().unwrap();
         let m = store.member("lab", &own).unwrap();
-        meshd::mesh::membership::Membership {
+        meshd_core::mesh::membership::Membership {
             network: "lab".into(),
             name: m.name,
             controller_key: *ctl_key.as_bytes(),

@@ -17,8 +17,8 @@ use meshd::api::controller::{CreateNetwork, CreateToken, TokenState};
 use meshd::api::listener::{HEAD_TIMEOUT, MAX_CONNECTIONS};
 use meshd::api::node::{JoinFailureKind, JoinRequest};
 use meshd::api::{ApiClient, ApiToken, ClientError, encode_key};
-use meshd::sys::clock;
 use meshd_crypto::PublicKey;
+use meshd_wg::sys::clock;
 
 fn lab() -> CreateNetwork {
     CreateNetwork {

@@ -287,7 +287,7 @@ fn controller_commands_against_the_api() {
         .store
         .lock()
         .unwrap()
-        .join(token, &laptop, "laptop", meshd::sys::clock::wall())
+        .join(token, &laptop, "laptop", meshd_wg::sys::clock::wall())
         .unwrap();
 
     let tokens = ok(&config, &["token", "list"]);
@@ -481,9 +481,9 @@ fn join_to_a_closed_port_fails_at_once() {
         .port();
     let controller = format!("127.0.0.1:{port}");
     // `hang`: the stand-in mesh task never answers, as a join to a silent controller.
-    let started = meshd::sys::clock::now();
+    let started = meshd_wg::sys::clock::now();
     let output = run(&config, &["join", "hang", "--controller", &controller]);
-    let took = meshd::sys::clock::now() - started;
+    let took = meshd_wg::sys::clock::now() - started;
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(
@@ -568,8 +568,8 @@ fn up_refuses_bad_api_ports_and_interface_names_with_clear_errors() {
 fn up_refuses_a_state_directory_another_process_holds() {
     let (dir, config) = up_dir("locked", "");
     let state = dir.join("state");
-    meshd::sys::files::ensure_private_dir(&state).unwrap();
-    let held = meshd::sys::files::lock(&state.join("meshd.lock")).unwrap();
+    meshd_wg::sys::files::ensure_private_dir(&state).unwrap();
+    let held = meshd_wg::sys::files::lock(&state.join("meshd.lock")).unwrap();
     let output = run(&config, &["up"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
@@ -591,7 +591,7 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     // interface.
     let (dir, config) = up_dir("colour", "");
     let state = dir.join("state");
-    meshd::sys::files::ensure_private_dir(&state).unwrap();
+    meshd_wg::sys::files::ensure_private_dir(&state).unwrap();
     let token = state.join("api-token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();

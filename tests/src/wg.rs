@@ -84,7 +84,7 @@ impl WgImpl {
     }
 
     /// meshd-wg from this workspace: `$MESHD_WG_BIN`, else `meshd-wg` in the target directory of
-    /// the profile these tests were built with (build it first: `cargo build -p meshd --bin meshd-wg`).
+    /// the profile these tests were built with (build it first: `cargo build -p meshd-wg`).
     #[track_caller]
     pub fn meshd_wg() -> WgImpl {
         let program = binary_from_env(MESHD_WG_ENV)
@@ -96,7 +96,7 @@ impl WgImpl {
             })
             .unwrap_or_else(|| {
                 panic!(
-                    "meshd-wg is not built: run `cargo build -p meshd --bin meshd-wg` with the same \
+                    "meshd-wg is not built: run `cargo build -p meshd-wg` with the same \
                      profile as the tests, or set {MESHD_WG_ENV} to its path"
                 )
             });

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::server::{ApiState, ControllerHandle, JsonBody};
 use super::{decode_key, encode_key};
-use crate::controller::token::{JoinKind, TokenError, unix_secs};
-use crate::controller::{Member, Network, NetworkSpec, Store, TokenId, TokenInfo, TokenPolicy};
-use crate::sys::clock;
+use meshd_controller::{Member, Network, NetworkSpec, Store, TokenId, TokenInfo, TokenPolicy};
+use meshd_core::token::{JoinKind, TokenError, unix_secs};
+use meshd_wg::sys::clock;
 
 /// The MTU of a network created without one: what fits every path on a 1500-byte underlay, relayed
 /// over IPv6 included (`meshd_packet::mtu`).

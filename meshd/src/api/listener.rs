@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use super::server::NODE_TIMEOUT;
-use crate::sys::clock;
+use meshd_wg::sys::clock;
 
 /// Connections served at once on one listener.
 pub const MAX_CONNECTIONS: usize = 64;

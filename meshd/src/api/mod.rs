@@ -24,7 +24,7 @@
 //!   creates it, once. The database never had it (it stores a hash).
 //!
 //! Controller routes (`/v1/networks...`, `/v1/tokens/...`) act on the controller's
-//! [`Store`](crate::controller::Store) in a blocking task and wake the controller through
+//! [`Store`](meshd_controller::Store) in a blocking task and wake the controller through
 //! [`ControllerHandle::changed`] after a change to the members, so that nodes get new maps. Node routes
 //! (`/v1/status`, `/v1/join`) are passed to the mesh task as a [`node::NodeRequest`].
 //!

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+// What a join gives, or why it failed, is the agent's answer; the API sends it as it is.
+pub use meshd_core::mesh::join::{JoinFailure, JoinFailureKind, JoinResponse};
+
 /// A request from the API to the mesh task, with the channel its answer goes back on.
 #[derive(Debug)]
 pub enum NodeRequest {
@@ -34,44 +37,6 @@ pub struct JoinRequest {
     pub name: Option<String>,
 }
 
-/// What a successful join gave this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinResponse {
-    pub network: String,
-    pub name: String,
-    pub ipv4: std::net::Ipv4Addr,
-    pub ipv6: Option<std::net::Ipv6Addr>,
-    /// The controller's public key (base64), as the token named it.
-    pub controller_key: String,
-    pub controller: std::net::SocketAddr,
-}
-
-/// Why a join failed: the controller's refusal (wrong, expired, revoked or used-up token, ...) or no
-/// answer. `message` is for the operator and says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinFailure {
-    pub kind: JoinFailureKind,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JoinFailureKind {
-    /// The token does not parse (a typo, a truncated paste).
-    Malformed,
-    /// The controller does not know the token (wrong controller, or deleted).
-    Unknown,
-    Expired,
-    Revoked,
-    UsedUp,
-    /// Refused for another reason (the network is full, say); `message` has it.
-    Refused,
-    /// The controller did not answer in time.
-    Unreachable,
-    /// The node is a member of a network already.
-    AlreadyJoined,
-}
-
 /// `GET /v1/status`: this node as `meshd status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -96,7 +61,7 @@ pub struct NodeStatus {
     #[serde(default)]
     pub ingress: Option<IngressStatus>,
     /// Packets and messages dropped since the daemon started, by reason (every reason, zeros
-    /// included; the names are `meshd/src/node/drop.rs`'s).
+    /// included; the names are `core/src/node/drop.rs`'s).
     #[serde(default)]
     pub drops: std::collections::BTreeMap<String, u64>,
     /// The network this node was removed from (or left) since the daemon started, when it has no

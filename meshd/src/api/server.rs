@@ -31,7 +31,7 @@ use super::listener::{ApiCounters, Limits, Listener, Peer, serve_router};
 use super::node::{
     JoinFailure, JoinFailureKind, JoinRequest, JoinResponse, LeaveResponse, NodeRequest, NodeStatus,
 };
-use crate::controller::Store;
+use meshd_controller::Store;
 
 /// How long a node route waits for the mesh task. A join waits for the controller's answer, which the
 /// mesh task gives up on after about 10 s; this is the backstop should the task hang.

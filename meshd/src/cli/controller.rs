@@ -11,8 +11,8 @@ use super::format::{ago, field, out, out_json, parse_duration, span, table, when
 use crate::api::ApiClient;
 use crate::api::controller::{CreateNetwork, CreateToken, MemberView, NetworkView, TokenState, TokenView};
 use crate::config::Config;
-use crate::controller::token::from_unix_secs;
-use crate::sys::clock;
+use meshd_core::token::from_unix_secs;
+use meshd_wg::sys::clock;
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -320,7 +320,7 @@ pub fn network(client: &ApiClient, command: NetworkCommand) -> anyhow::Result<()
 pub fn controller(config: &Config, command: ControllerCommand) -> anyhow::Result<()> {
     match command {
         ControllerCommand::Backup { file } => {
-            let info = crate::controller::store::backup(&config.state_dir, &file)
+            let info = meshd_controller::store::backup(&config.state_dir, &file)
                 .with_context(|| format!("cannot back up the controller database to {}", file.display()))?;
             let count = |n: i64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
             Ok(out(&format!(

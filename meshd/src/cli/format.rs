@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::controller::token::{Utc, from_unix_secs};
+use meshd_core::token::{Utc, from_unix_secs};
 
 /// Writes `text` to stdout. A closed pipe is not an error worth a message.
 pub fn out(text: &str) -> io::Result<()> {

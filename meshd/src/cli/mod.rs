@@ -186,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) if args.print_config => Ok(format::out(&config.to_toml())?),
         Command::Up(args) => {
-            crate::sys::logging::init();
+            meshd_wg::sys::logging::init();
             crate::daemon::up(
                 config,
                 crate::daemon::UpOptions {

@@ -11,7 +11,7 @@ use crate::api::ApiClient;
 use crate::api::node::{JoinRequest, MemberStanding, NodeStatus, PathKind};
 use crate::api::server::sort_peers;
 use crate::config::{Config, DEFAULT_LISTEN_PORT};
-use crate::ingress::bird_config;
+use meshd_core::ingress::bird_config;
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 #[derive(Debug, Args)]

@@ -15,27 +15,22 @@ use meshd_crypto::sealed::SealedError;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::mesh_cmd::MeshCmd;
 use super::routing::{RoutingReport, RoutingView};
 use super::state;
 use crate::api::node::{
     JoinFailure, JoinFailureKind, JoinResponse, LeaveResponse, MemberStanding, MembershipStatus, NodeRequest,
     NodeStatus, PathKind, PeerStatusView,
 };
-use crate::controller::service::{self, ControllerService, Received};
-use crate::mesh::agent::{self, Agent, Standing, base64_key};
-use crate::mesh::channel::{Admit, Channel, OpenError, Opened};
-use crate::mesh::message::{Body, LocalInfo};
-use crate::node::{DropReason, Endpoint, PeerSpec};
-use crate::sys::{clock, ifaddrs, ifconfig};
-use crate::wg::control::{MeshCmd, PeerRuntime};
-use crate::wg::shared::Shared;
-
-/// A meshd message from the network (a sealed envelope), as the RX thread hands it over.
-#[derive(Debug)]
-pub struct MeshInput {
-    pub from: SocketAddr,
-    pub datagram: Vec<u8>,
-}
+use meshd_controller::service::{self, ControllerService, Received};
+use meshd_core::channel::{Admit, Channel, OpenError, Opened};
+use meshd_core::mesh::agent::{self, Agent, Standing, base64_key};
+use meshd_core::message::{Body, LocalInfo};
+use meshd_core::node::PeerRuntime;
+use meshd_core::node::{DropReason, Endpoint, PeerSpec};
+use meshd_wg::rx::MeshInput;
+use meshd_wg::shared::Shared;
+use meshd_wg::sys::{clock, ifaddrs, ifconfig};
 
 /// Capacity of the RX thread's queue of meshd messages; beyond it they are dropped (and counted).
 pub const MESH_QUEUE: usize = 4096;
@@ -101,7 +96,7 @@ impl MeshTask {
             .into_iter()
             .flatten()
             .min();
-            let timer = crate::wg::sleep_until(deadline);
+            let timer = meshd_wg::sleep_until(deadline);
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
@@ -139,7 +134,7 @@ impl MeshTask {
     fn on_datagram(&mut self, input: MeshInput) {
         let wall = clock::wall().duration_since(UNIX_EPOCH).unwrap_or_default();
         let now = clock::now();
-        let from = crate::sys::udp::canonical(input.from);
+        let from = meshd_core::address::canonical(input.from);
         // Who may cost a key derivation: on a controller its members without limit and anyone else
         // (a joining node) within the strangers' limits; on a node only its controller.
         let (controller, agent) = (&self.controller, &self.agent);
@@ -465,7 +460,7 @@ impl MeshTask {
 
     /// (key, name, mesh IPv4, mesh IPv6) of every peer the maps in use name.
     fn peer_names(&self) -> Vec<(PublicKey, String, std::net::Ipv4Addr, Option<std::net::Ipv6Addr>)> {
-        let maps: Vec<&crate::mesh::map::NetworkMap> = match (&self.controller, &self.agent) {
+        let maps: Vec<&meshd_core::map::NetworkMap> = match (&self.controller, &self.agent) {
             (Some(c), _) => c.maps().collect(),
             (None, Some(a)) => a.map().into_iter().collect(),
             _ => Vec::new(),

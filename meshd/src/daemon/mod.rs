@@ -10,6 +10,7 @@
 //! ```
 
 pub mod mesh;
+pub mod mesh_cmd;
 pub mod routing;
 pub mod state;
 
@@ -26,15 +27,15 @@ use crate::api::auth::ApiToken;
 use crate::api::listener::{ApiCounters, Limits, Listener};
 use crate::api::server::{ApiState, ControllerHandle, serve_on};
 use crate::config::Config;
-use crate::controller::service::ControllerService;
-use crate::controller::store::Store;
-use crate::mesh::agent::Agent;
-use crate::mesh::channel::Channel;
-use crate::sys::{clock, files, random};
-use crate::uapi::SetDevice;
-use crate::wg::control::Control;
-use crate::wg::{self, Device, uapi_server};
 use mesh::{MESH_QUEUE, MeshTask};
+use meshd_controller::service::ControllerService;
+use meshd_controller::store::Store;
+use meshd_core::channel::Channel;
+use meshd_core::mesh::agent::Agent;
+use meshd_core::node::SetDevice;
+use meshd_wg::control::Control;
+use meshd_wg::sys::{clock, files, random};
+use meshd_wg::{self as wg, Device, uapi_server};
 use routing::{RoutingReport, RoutingTask};
 
 /// How `meshd up` was asked to start, beyond the configuration.

@@ -27,14 +27,14 @@ use meshd_packet::{Ipv4Prefix, Ipv6Prefix};
 use meshd_routing::bird;
 use tokio::sync::{mpsc, watch};
 
+use super::mesh_cmd::MeshCmd;
 use crate::api::node::{IngressStatus, RoutingStatus};
 use crate::config::{IngressConfig, RoutingConfig};
-use crate::ingress::announcer::{Announcer, Decision, Health, Upstream};
-use crate::mesh::map::NetworkMap;
-use crate::sys::bird::BirdClient;
-use crate::sys::clock;
-use crate::sys::netlink::{Netlink, RouteSpec, RuleSpec};
-use crate::wg::control::MeshCmd;
+use meshd_core::ingress::announcer::{Announcer, Decision, Health, Upstream};
+use meshd_core::map::NetworkMap;
+use meshd_wg::sys::bird::BirdClient;
+use meshd_wg::sys::clock;
+use meshd_wg::sys::netlink::{Netlink, RouteSpec, RuleSpec};
 
 /// How often health is looked at (and a withdrawal can happen at the latest after a failure).
 const TICK: Duration = Duration::from_millis(500);

@@ -24,9 +24,9 @@ use base64::engine::general_purpose::STANDARD;
 use meshd_crypto::StaticSecret;
 use zeroize::Zeroizing;
 
-use crate::mesh::map::NetworkMap;
-use crate::mesh::membership::Membership;
-use crate::sys::files::{read_private, write_atomic};
+use meshd_core::map::NetworkMap;
+use meshd_core::mesh::membership::Membership;
+use meshd_wg::sys::files::{read_private, write_atomic};
 
 pub const KEY_FILE: &str = "node.key";
 pub const MEMBERSHIP_FILE: &str = "membership.json";
@@ -36,7 +36,7 @@ pub const MAP_FILE: &str = "map.bin";
 const KEY_EVIDENCE: &[&str] = &[
     MEMBERSHIP_FILE,
     MAP_FILE,
-    crate::controller::store::DB_FILE,
+    meshd_controller::store::DB_FILE,
     "controller.db-wal",
 ];
 
@@ -166,7 +166,7 @@ mod tests {
     fn dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("meshd-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        crate::sys::files::ensure_private_dir(&dir).unwrap();
+        meshd_wg::sys::files::ensure_private_dir(&dir).unwrap();
         dir
     }
 

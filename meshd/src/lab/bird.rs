@@ -16,9 +16,9 @@ use meshd_routing::bird::{ProtocolRow, Reply, protocols};
 
 use super::command::{self, BIRD, in_ns, tail};
 use super::{LabDir, process, topology};
-use crate::ingress::bird_config;
-use crate::sys::bird::BirdClient;
-use crate::sys::clock;
+use meshd_core::ingress::bird_config;
+use meshd_wg::sys::bird::BirdClient;
+use meshd_wg::sys::clock;
 
 /// How long BIRD may take to start and answer on its socket.
 pub const READY: Duration = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::sys::clock;
+use meshd_wg::sys::clock;
 
 /// How long one short command (`ip`, `iptables`, a meshd CLI call) may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use crate::sys::clock;
-use crate::sys::netns;
+use meshd_wg::sys::clock;
+use meshd_wg::sys::netns;
 
 /// How often the client sends while it has no answer.
 const RESEND: Duration = Duration::from_millis(400);

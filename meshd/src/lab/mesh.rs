@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::command::{self, Ran, in_ns, tail};
 use super::{LabDir, bird, process, topology};
 use crate::config::{DEFAULT_LISTEN_PORT, IngressConfig};
-use crate::sys::clock;
+use meshd_wg::sys::clock;
 
 /// How long `meshd up` may take until `meshd status` answers.
 pub const READY: Duration = Duration::from_secs(15);

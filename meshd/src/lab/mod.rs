@@ -260,7 +260,7 @@ pub fn require_lab(dir: &LabDir) -> anyhow::Result<()> {
     }
     if let Some(missing) = topology::NAMESPACES
         .iter()
-        .find(|ns| !crate::sys::netns::exists(ns))
+        .find(|ns| !meshd_wg::sys::netns::exists(ns))
     {
         bail!(
             "the lab in {} is incomplete: namespace {missing} is missing; run `meshd lab down{}` and \

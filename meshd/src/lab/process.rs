@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::sys::clock;
-use crate::sys::netns::{self, Signal};
+use meshd_wg::sys::clock;
+use meshd_wg::sys::netns::{self, Signal};
 
 /// How long a daemon has to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use anyhow::Context;
 
 use super::command::{self, IPTABLES, in_ns, ip, ip_in};
-use crate::sys::netns;
+use meshd_wg::sys::netns;
 
 pub const INET: &str = "meshd-inet";
 pub const ISP: &str = "meshd-isp";

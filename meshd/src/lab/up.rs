@@ -18,7 +18,7 @@ use super::mesh::{self, BORDER, MeshHost, NETWORK, NODES};
 use super::topology::{self, Machine};
 use super::{LabDir, bird, dir_flag, require_root};
 use crate::config::DEFAULT_LISTEN_PORT;
-use crate::sys::clock;
+use meshd_wg::sys::clock;
 
 /// How long the ISP may take to learn the block once everything runs.
 pub const ANNOUNCED_WITHIN: Duration = Duration::from_secs(60);

@@ -20,9 +20,9 @@ use meshd::api::{
     ApiClient, ApiCounters, ApiState, ApiToken, ControllerHandle, Limits, Listener, encode_key, serve,
     serve_on,
 };
-use meshd::controller::Store;
-use meshd::sys::clock;
+use meshd_controller::Store;
 use meshd_crypto::PublicKey;
+use meshd_wg::sys::clock;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::{Notify, mpsc, oneshot};

@@ -1,0 +1,27 @@
+//! The sans-IO core of a meshd interface: per-peer state machines composed from `meshd-crypto` and
+//! `meshd-routing`, driven by `handle_*` calls with `now` passed in and drained with `poll_*`.
+//!
+//! Contract: nothing here does IO, spawns a thread or reads a clock (the crate has no dependency that
+//! could, and clippy.toml bans the clock); time comes in as arguments and randomness from a seeded
+//! RNG, so the simulation tests in `core/tests/` replay exactly.
+
+mod activity;
+mod config;
+mod drop;
+mod endpoint;
+mod event;
+#[allow(clippy::module_inception)]
+mod node;
+mod peer;
+mod reconcile;
+mod status;
+
+pub use activity::Activity;
+pub use config::{ConfigError, PeerUpdate, SetDevice};
+pub use drop::{DropCounters, DropReason};
+pub use endpoint::{Endpoint, Paths};
+pub use event::Event;
+pub use node::{HANDSHAKE_QUEUE, Node};
+pub use peer::{MAX_QUEUED, PeerId};
+pub use reconcile::{PeerSpec, ReconcileSummary};
+pub use status::{DeviceStatus, PeerRuntime, PeerStatus};
