@@ -1,6 +1,6 @@
 //! Join tokens made by hand, for the tests of tokens a controller must refuse.
 //!
-//! The format (docs/protocol.md, meshd/src/controller/token.rs) is
+//! The format (docs/protocol.md, core/src/token.rs) is
 //! `meshd1-` + base32(controller key (32) || id (8) || secret (16) || check (4)), with
 //! check = BLAKE2s-256("meshd token check v1" || the first 56 bytes)[..4]. A token that merely has a
 //! character changed fails the check and is *malformed*; to present a controller with a token it does
