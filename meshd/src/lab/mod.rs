@@ -225,6 +225,11 @@ pub fn start(dir: &LabDir, component: Component) -> anyhow::Result<u32> {
             component.name()
         );
     }
+    let pid_file = match component {
+        Component::Meshd(host) => dir.meshd_pid(host),
+        Component::Bird(router) => dir.bird_pid(router),
+    };
+    process::wait_exiting(&pid_file, process::STOP_GRACE)?;
     match component {
         Component::Meshd(host) => mesh::start(dir, host),
         Component::Bird(router) => bird::start(dir, router),

@@ -60,6 +60,22 @@ pub fn running(pid_file: &Path, marker: &str) -> Option<u32> {
     (alive(pid) && cmdline(pid).is_some_and(|c| c.contains(marker))).then_some(pid)
 }
 
+/// Waits (at most `timeout`) for the process named in `pid_file` to finish exiting, if it is in the
+/// middle of it: a killed or stopping process loses its command line before it closes its
+/// descriptors, so [`running`] no longer names it while it still holds what a successor needs (meshd's
+/// state-directory lock, its interface, its socket). A live process with a command line is left
+/// alone: that is either the daemon, which [`running`] finds, or another process that reused the pid.
+pub fn wait_exiting(pid_file: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let Some(pid) = read_pid(pid_file) else {
+        return Ok(());
+    };
+    let exiting = alive(pid) && cmdline(pid).is_some_and(|c| c.is_empty());
+    if exiting && !wait_gone(pid, timeout) {
+        bail!("pid {pid} is still exiting {timeout:?} later");
+    }
+    Ok(())
+}
+
 /// Starts `cmd` as a daemon: in a session of its own, standard input from /dev/null, standard output
 /// and error appended to `log`. Its pid goes to `pid_file`. Does not wait for it.
 pub fn spawn_detached(cmd: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Result<u32> {
@@ -203,8 +219,13 @@ mod tests {
         let word = line.split_whitespace().next().unwrap();
         assert_eq!(running(&pid_file, word), Some(me));
         assert_eq!(running(&pid_file, "no-such-marker-in-the-command-line"), None);
+        // A live process with its command line is not exiting: no wait, whatever it is.
+        let started = clock::now();
+        wait_exiting(&pid_file, Duration::from_secs(5)).unwrap();
+        assert!(clock::now() - started < Duration::from_secs(1));
         std::fs::write(&pid_file, "garbage").unwrap();
         assert_eq!(running(&pid_file, word), None);
+        wait_exiting(&pid_file, Duration::from_secs(5)).unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 
