@@ -1,11 +1,11 @@
 //! The ways to reach a peer: its own address (direct) or a relay that forwards to it (relayed), and the
 //! rule that picks one.
 //!
-//! A relayed datagram is a relay frame (`0x81 | 0 0 0 | destination key | inner datagram`, see
-//! `meshd_packet::wire::meshd`) sent to the relay, which forwards it unchanged to the destination. The
-//! relay sees only the frame header and an inner WireGuard message, never plaintext. On receive, the
-//! shell unwraps a frame and hands the inner datagram on as coming [`Endpoint::Relayed`] from the relay's
-//! address.
+//! A relayed datagram is a relay frame (`0x81 | 0 0 0 | relay token | destination key | inner
+//! datagram`, see `meshd_packet::wire::meshd`) sent to the relay, which forwards it to the destination
+//! with the token zeroed. The relay sees only the frame header and an inner WireGuard message, never
+//! plaintext. On receive, the shell unwraps a frame and hands the inner datagram on as coming
+//! [`Endpoint::Relayed`] from the relay's address.
 //!
 //! # Which path is used
 //!
@@ -30,8 +30,10 @@
 //!   than the attempt before, so a stale direct address falls back to the relay within one
 //!   REKEY_TIMEOUT, and a relay that is down falls back to the direct address.
 //!
-//! Once on the relay, a peer stays there until something arrives directly or the configuration names a
-//! new direct address; nothing probes the direct path in between.
+//! Once on the relay, a peer stays there until something authenticated arrives directly or the
+//! configuration names a new direct address. No probe tests the direct path in between (the
+//! [`path`](crate::path) layer's probes are not wired into the node yet): it is tried again only when
+//! a handshake over the relay needs a retry, which alternates onto it, or when the peer sends to it.
 
 use std::fmt;
 use std::net::SocketAddr;
