@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use meshd_packet::IpPrefix;
 use meshd_wg::sys::netlink::{Netlink, RouteSpec, RuleSpec};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags};
 use rtnetlink::packet_route::rule::RuleAction;
@@ -112,11 +113,16 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// The prefix of `addr`'s first `len` bits (host bits are cleared).
+fn prefix(addr: &str, len: u8) -> IpPrefix {
+    IpPrefix::new(ip(addr), len).unwrap()
+}
+
 fn rule(source: &str, len: u8) -> RuleSpec {
     RuleSpec {
         priority: 1000,
         table: 200,
-        source: (ip(source), len),
+        source: prefix(source, len),
         input_interface: None,
         unless_fwmark: None,
         fwmark: None,
@@ -126,7 +132,7 @@ fn rule(source: &str, len: u8) -> RuleSpec {
 fn route(destination: &str, len: u8, gateway: Option<&str>, interface: u32) -> RouteSpec {
     RouteSpec {
         table: TABLE,
-        destination: (ip(destination), len),
+        destination: prefix(destination, len),
         gateway: gateway.map(ip),
         interface,
         protocol: PROTO,
@@ -595,11 +601,18 @@ fn link_index_and_errors() {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-        let e = netlink.ensure_rule(&rule("203.0.113.10", 33)).await.unwrap_err();
+        // A source longer than its family cannot be written down at all.
+        assert!(IpPrefix::new(ip("203.0.113.10"), 33).is_err());
+        let both_marks = RuleSpec {
+            fwmark: Some(1),
+            unless_fwmark: Some(1),
+            ..rule("203.0.113.10", 32)
+        };
+        let e = netlink.ensure_rule(&both_marks).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
         assert!(
             e.to_string()
-                .starts_with("adding rule `from 203.0.113.10/33 lookup 200 pref 1000`: "),
+                .starts_with("adding rule `not from 203.0.113.10/32 fwmark 0x1 lookup 200 pref 1000`: "),
             "{e}"
         );
     });

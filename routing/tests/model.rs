@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
-use meshd_routing::{AllowedIps, PrefixMap, Route, Router};
+use meshd_routing::{AllowedIps, PrefixMap};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -299,65 +299,5 @@ proptest! {
     #[test]
     fn allowed_ips_mixed_families_match_linear_scan(ops in ops(Family::Both, 200)) {
         check_allowed_ips(&ops)?;
-    }
-}
-
-#[derive(Debug, Clone)]
-enum RouterOp {
-    Peer(IpPrefix, u8),
-    Unpeer(IpPrefix),
-    Egress(IpPrefix, u8),
-    NoEgress(IpPrefix),
-    Internal(IpPrefix),
-    Route(IpAddr, IpAddr),
-}
-
-fn router_ops() -> impl Strategy<Value = Vec<RouterOp>> {
-    let op = prop_oneof![
-        4 => (prefix(Family::Both), 0u8..4).prop_map(|(p, v)| RouterOp::Peer(p, v)),
-        1 => prefix(Family::Both).prop_map(RouterOp::Unpeer),
-        2 => (prefix(Family::Both), 4u8..6).prop_map(|(p, v)| RouterOp::Egress(p, v)),
-        1 => prefix(Family::Both).prop_map(RouterOp::NoEgress),
-        1 => prefix(Family::Both).prop_map(RouterOp::Internal),
-        6 => (addr(Family::Both), addr(Family::Both)).prop_map(|(s, d)| RouterOp::Route(s, d)),
-    ];
-    prop::collection::vec(op, 1..150)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    /// The routing decision, spelled out over three linear models: destination peer first, then the
-    /// internal-destination veto, then the source rule.
-    #[test]
-    fn router_matches_its_definition(ops in router_ops()) {
-        let mut router = Router::new();
-        let (mut peers, mut egress, mut internal) = (Model::default(), Model::default(), Model::default());
-        for op in &ops {
-            match *op {
-                RouterOp::Peer(p, v) => {
-                    router.allowed_ips_mut().insert(p, v);
-                    peers.insert(p, v);
-                }
-                RouterOp::Unpeer(p) => prop_assert_eq!(router.allowed_ips_mut().remove(p), peers.remove(p)),
-                RouterOp::Egress(p, v) => prop_assert_eq!(router.policy_mut().insert(p, v), egress.insert(p, v)),
-                RouterOp::NoEgress(p) => prop_assert_eq!(router.policy_mut().remove(p), egress.remove(p)),
-                RouterOp::Internal(p) => {
-                    router.policy_mut().insert_internal(p);
-                    internal.insert(p, 0);
-                }
-                RouterOp::Route(src, dst) => {
-                    let want = match peers.longest_match(dst) {
-                        Some((_, peer)) => Route::Peer(peer),
-                        None if internal.longest_match(dst).is_some() => Route::None,
-                        None => match egress.longest_match(src) {
-                            Some((_, e)) => Route::Ingress(e),
-                            None => Route::None,
-                        },
-                    };
-                    prop_assert_eq!(router.route(src, dst), want, "{:?}", op);
-                }
-            }
-        }
     }
 }

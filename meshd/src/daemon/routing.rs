@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshd_packet::{Ipv4Prefix, Ipv6Prefix};
+use meshd_packet::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 use meshd_routing::bird;
 use tokio::sync::{mpsc, watch};
 
@@ -62,10 +62,10 @@ pub struct RoutingView {
 }
 
 impl RoutingView {
-    /// The network's blocks as (address, prefix length): IPv4, then IPv6 if the network has one.
-    fn blocks(&self) -> Vec<(IpAddr, u8)> {
-        let mut blocks = vec![(IpAddr::V4(self.block_v4.addr()), self.block_v4.len())];
-        blocks.extend(self.block_v6.map(|b| (IpAddr::V6(b.addr()), b.len())));
+    /// The network's blocks: IPv4, then IPv6 if the network has one.
+    fn blocks(&self) -> Vec<IpPrefix> {
+        let mut blocks = vec![IpPrefix::V4(self.block_v4)];
+        blocks.extend(self.block_v6.map(IpPrefix::V6));
         blocks
     }
 
@@ -205,14 +205,14 @@ impl State {
         let protocol = self.task.ingress.route_protocol;
         let mut policy = Policy::default();
         if v.has_egress && !v.ingress {
-            let mut sources = vec![(IpAddr::V4(v.ipv4), 32)];
-            sources.extend(v.ipv6.map(|v6| (IpAddr::V6(v6), 128)));
-            for (addr, len) in sources {
-                let any = unspecified(addr);
+            let mut sources = vec![IpAddr::V4(v.ipv4)];
+            sources.extend(v.ipv6.map(IpAddr::V6));
+            for addr in sources {
+                let any = any_of(addr);
                 policy.rules.push(RuleSpec {
                     priority: r.rule_priority - 1,
                     table: MAIN_TABLE,
-                    source: (any, 0),
+                    source: any,
                     input_interface: None,
                     fwmark: Some(r.fwmark),
                     unless_fwmark: None,
@@ -220,14 +220,14 @@ impl State {
                 policy.rules.push(RuleSpec {
                     priority: r.rule_priority,
                     table: r.table,
-                    source: (addr, len),
+                    source: IpPrefix::host(addr),
                     input_interface: None,
                     fwmark: None,
                     unless_fwmark: None,
                 });
                 policy.routes.push(RouteSpec {
                     table: r.table,
-                    destination: (any, 0),
+                    destination: any,
                     gateway: None,
                     interface: ifindex,
                     protocol,
@@ -244,10 +244,10 @@ impl State {
             .into_iter()
             .flatten()
             {
-                let Some(&block) = blocks.iter().find(|b| b.0.is_ipv4() == gateway.is_ipv4()) else {
+                let Some(&block) = blocks.iter().find(|b| b.is_ipv4() == gateway.is_ipv4()) else {
                     continue;
                 };
-                let any = unspecified(gateway);
+                let any = any_of(gateway);
                 policy.rules.push(RuleSpec {
                     priority: i.rule_priority,
                     table: i.egress_table,
@@ -258,7 +258,7 @@ impl State {
                 });
                 policy.routes.push(RouteSpec {
                     table: i.egress_table,
-                    destination: (any, 0),
+                    destination: any,
                     gateway: Some(gateway),
                     interface: 0,
                     protocol,
@@ -280,7 +280,7 @@ impl State {
         };
         let r = &self.task.routing;
         let i = &self.task.ingress;
-        let host = |rule: &RuleSpec| matches!(rule.source, (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128));
+        let host = |rule: &RuleSpec| rule.source.len() == rule.source.max_len();
         let ours = |rule: &RuleSpec| {
             let plain = rule.fwmark.is_none() && rule.unless_fwmark.is_none();
             (rule.table == r.table
@@ -291,7 +291,7 @@ impl State {
                 || (rule.table == MAIN_TABLE
                     && rule.priority == r.rule_priority - 1
                     && rule.fwmark == Some(r.fwmark)
-                    && rule.source.1 == 0
+                    && rule.source.len() == 0
                     && rule.input_interface.is_none())
                 || (rule.table == i.egress_table
                     && rule.priority == i.rule_priority
@@ -432,7 +432,7 @@ impl State {
     }
 
     fn report_ingress(&self, view: &RoutingView, health: &Health, decision: &Decision, announced: bool) {
-        let blocks = view.blocks().iter().map(|(a, l)| format!("{a}/{l}")).collect();
+        let blocks = view.blocks().iter().map(ToString::to_string).collect();
         let status = IngressStatus {
             healthy: decision.healthy,
             announced,
@@ -462,11 +462,11 @@ impl State {
     }
 }
 
-/// `0.0.0.0` or `::`, whichever is of `like`'s family.
-fn unspecified(like: IpAddr) -> IpAddr {
+/// `0.0.0.0/0` or `::/0`, whichever is of `like`'s family.
+fn any_of(like: IpAddr) -> IpPrefix {
     match like {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        IpAddr::V4(_) => IpPrefix::V4(Ipv4Prefix::ANY),
+        IpAddr::V6(_) => IpPrefix::V6(Ipv6Prefix::ANY),
     }
 }
 
