@@ -3,7 +3,8 @@
 //! an RNG of its own (time and randomness are parameters).
 //!
 //! - [`node`]: one interface's peers, handshakes, sessions and paths, driven by `handle_*` calls
-//!   with `now` passed in and drained with `poll_*`;
+//!   with the time passed in (`now`, the wall clock where it matters, or the data threads' own
+//!   timestamps in an `Activity`) and drained with `poll_*`;
 //! - [`mesh`]: a node's side of the mesh (joining, polling, the map turned into peers), the relay
 //!   table;
 //! - [`message`]: the control messages and their encoding;

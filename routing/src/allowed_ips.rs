@@ -141,13 +141,13 @@ impl<P: core::fmt::Debug> core::fmt::Debug for AllowedIps<P> {
 
 /// The source address of a raw IPv4 or IPv6 packet, read at its fixed header offset.
 #[inline]
-pub(crate) fn source(packet: &[u8]) -> Option<IpAddr> {
+fn source(packet: &[u8]) -> Option<IpAddr> {
     address_at(packet, 12, 8)
 }
 
 /// The destination address of a raw IPv4 or IPv6 packet, read at its fixed header offset.
 #[inline]
-pub(crate) fn destination(packet: &[u8]) -> Option<IpAddr> {
+fn destination(packet: &[u8]) -> Option<IpAddr> {
     address_at(packet, 16, 24)
 }
 
@@ -169,7 +169,7 @@ fn address_at(packet: &[u8], v4_offset: usize, v6_offset: usize) -> Option<IpAdd
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -182,7 +182,7 @@ pub(crate) mod tests {
     }
 
     /// A minimal header of either version with the given addresses, followed by `payload` bytes.
-    pub(crate) fn packet(src: IpAddr, dst: IpAddr, payload: usize) -> Vec<u8> {
+    fn packet(src: IpAddr, dst: IpAddr, payload: usize) -> Vec<u8> {
         let mut b = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let mut b = vec![0u8; 20];
