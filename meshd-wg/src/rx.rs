@@ -12,9 +12,7 @@ use std::sync::mpsc::Receiver as UpdateReceiver;
 use meshd_crypto::RecvError;
 use meshd_crypto::session::Receiver;
 use meshd_packet::IpPacket;
-use meshd_packet::wire::meshd::{
-    MeshdMessage, RELAY_HEADER_LEN, RELAY_TOKEN_RANGE, TYPE_RELAY, TYPE_SEALED, parse_meshd,
-};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, TYPE_RELAY, TYPE_SEALED};
 use meshd_packet::wire::{TYPE_COOKIE_REPLY, TYPE_DATA, TYPE_INITIATION, TYPE_RESPONSE};
 use quinn_udp::RecvMeta;
 use tokio::sync::mpsc;
@@ -25,7 +23,7 @@ use super::shared::{PeerShared, Routes, Shared, Stamp};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
 use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
-use meshd_core::mesh::relay::Refusal;
+use meshd_core::datapath::{RelayFrame, receive_relay_frame, roam, strip_token};
 use meshd_core::node::{DropReason, Endpoint};
 
 /// A change to the set of receiving sessions.
@@ -188,7 +186,7 @@ impl Batch<'_> {
         let peer = &session.peer;
         peer.rx_bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         peer.note_authenticated_received(self.stamp);
-        roam(peer, via);
+        follow(peer, via);
         if session.confirms {
             session.confirms = false;
             let msg = ControlMsg::Confirmed {
@@ -234,21 +232,14 @@ impl Batch<'_> {
         from: SocketAddr,
         datagram: &mut [u8],
     ) -> io::Result<()> {
-        let (destination, token) = match parse_meshd(datagram) {
-            Ok(MeshdMessage::Relay(frame)) => (frame.header.destination, frame.header.token),
-            _ => {
-                self.shared.drops.add(DropReason::Malformed, 1);
-                return Ok(());
+        let relay = self.shared.relay.load();
+        match receive_relay_frame(datagram, from, self.own_key.as_ref(), &relay) {
+            RelayFrame::ForThisNode { via } => {
+                let inner = &mut datagram[RELAY_HEADER_LEN..];
+                return self.datagram(sessions, out, via, inner);
             }
-        };
-        if self.own_key == Some(destination) {
-            let inner = &mut datagram[RELAY_HEADER_LEN..];
-            return self.datagram(sessions, out, Endpoint::Relayed { relay: from }, inner);
-        }
-        match self.shared.relay.load().forward(from, &token, &destination) {
-            Ok(to) => {
-                // The token is the sender's ticket to this relay, not the destination's business.
-                datagram[RELAY_TOKEN_RANGE].fill(0);
+            RelayFrame::Forward { to } => {
+                strip_token(datagram);
                 if let Err(e) = self.udp.send(to, datagram, None) {
                     let reason = if os_error::is_exhausted(&e) {
                         DropReason::ResourceExhausted
@@ -258,8 +249,7 @@ impl Batch<'_> {
                     self.shared.drops.add(reason, 1);
                 }
             }
-            Err(Refusal::BadToken) => self.shared.drops.add(DropReason::RelayBadToken, 1),
-            Err(Refusal::NotAllowed) => self.shared.drops.add(DropReason::RelayRefused, 1),
+            RelayFrame::Drop(reason) => self.shared.drops.add(reason, 1),
         }
         Ok(())
     }
@@ -325,20 +315,13 @@ fn flush(tun: &Tun, shared: &Shared, out: &mut WriteBatch) -> io::Result<()> {
     }
 }
 
-/// The peer's path follows its latest authenticated packet: one that arrives directly makes the
-/// sender's address the path (roaming, or a direct path replacing the relay); one that arrives through
-/// a relay moves the path only from nothing or from another relay, never off a direct path (the node
-/// decides that, see `node::endpoint`).
-fn roam(peer: &PeerShared, via: Endpoint) {
-    let current = peer.endpoint.load();
-    let moves = match (current.as_deref(), via) {
-        (Some(now), new) if *now == new => false,
-        (_, Endpoint::Direct(_)) => true,
-        (None | Some(Endpoint::Relayed { .. }), Endpoint::Relayed { .. }) => true,
-        (Some(Endpoint::Direct(_)), Endpoint::Relayed { .. }) => false,
-    };
-    if moves {
-        peer.endpoint.store(Some(Arc::new(via)));
+/// The peer's path follows its latest authenticated packet, by the shared rule ([`roam`]); stored
+/// only when it moves, so a steady flow costs a load per packet.
+fn follow(peer: &PeerShared, via: Endpoint) {
+    let current = peer.endpoint.load().as_deref().copied();
+    let next = roam(current, via);
+    if next != current {
+        peer.endpoint.store(next.map(Arc::new));
     }
 }
 
