@@ -1,5 +1,7 @@
 //! Deterministic simulation of two WireGuard interfaces built on `meshd_core::node`, on a virtual clock.
-//! The expectations are the WireGuard paper's constants (section 6), not the code's own.
+//! The expectations are the WireGuard paper's constants (section 6), not the code's own. The data path
+//! around each node makes the decisions the daemon's threads make, by the same functions
+//! (`meshd_core::datapath`): the roaming tests run the shipping rule.
 
 mod sim;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use meshd_core::node::{DropReason, Endpoint};
 use meshd_packet::wire;
-use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
+use meshd_packet::wire::meshd::{MeshdMessage, RELAY_TOKEN_RANGE, parse_meshd};
 use sim::{Sim, ipv4};
 
 const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
@@ -382,6 +384,36 @@ fn two_nodes_behind_nat_talk_through_the_relay_which_sees_no_plaintext() {
         assert!(!contains(datagram, &to_b[..8]), "the marker on the wire");
     }
     assert_eq!(inner_types.into_iter().collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(sim.relay_refused, 0);
+}
+
+/// The relay forwards by the relay table and the receive thread's decision: each frame reaches it with
+/// its sender's token and leaves it without.
+#[test]
+fn the_relay_takes_each_senders_token_and_forwards_the_frame_without_it() {
+    let mut sim = Sim::mesh(2);
+    let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, false, true));
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+
+    let (mut to_relay, mut from_relay) = (0, 0);
+    for (from, to, datagram) in &sim.capture {
+        let token = &datagram[RELAY_TOKEN_RANGE];
+        if *to == relay() {
+            to_relay += 1;
+            assert_ne!(token, [0; 8], "{from} sent a frame without its token");
+        } else if *from == relay() {
+            from_relay += 1;
+            assert_eq!(token, [0; 8], "the relay passed on {to}'s sender's token");
+        }
+    }
+    assert!(
+        to_relay >= 3 && from_relay == to_relay,
+        "{to_relay} in, {from_relay} out"
+    );
     assert_eq!(sim.relay_refused, 0);
 }
 
