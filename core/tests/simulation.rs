@@ -211,6 +211,36 @@ fn a_peer_that_roams_is_followed_to_its_new_address() {
     assert_eq!(status.peers[0].endpoint, Some(new_addr));
 }
 
+/// A NAT in front of A gives it a new public port: what B sends to the old one is lost, and A's next
+/// packet (a keepalive at the latest, as A keeps its mapping open) leaves through the new one. B follows
+/// it there, by the receive thread's roaming rule, and so does B's node.
+#[test]
+fn a_peer_whose_nat_rebinds_its_port_is_followed_to_the_new_one() {
+    let mut sim = Sim::pair();
+    sim.hosts[0].behind_nat = true;
+    let (b_key, b_addr) = (sim.hosts[1].public, sim.hosts[1].addr);
+    sim.configure(0, b_key, Some(b_addr), "10.0.0.2/32", 25);
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_ip(1, b_to_a(2));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)]);
+
+    let rebound = std::net::SocketAddr::new(sim.hosts[0].addr.ip(), 40001);
+    sim.rebind_nat(0, rebound);
+    sim.send_ip(1, b_to_a(3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)], "the old mapping is gone");
+
+    sim.run_for(Duration::from_secs(25));
+    let a = sim.hosts[1].peer(&sim.hosts[0].public);
+    assert_eq!(sim.hosts[1].endpoint(a), Some(Endpoint::Direct(rebound)));
+    assert_eq!(sim.hosts[1].node.endpoint(a), Some(Endpoint::Direct(rebound)));
+    sim.send_ip(1, b_to_a(4));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2), b_to_a(4)]);
+}
+
 #[test]
 fn a_handshake_that_is_never_answered_gives_up_and_drops_the_queue() {
     let mut sim = Sim::pair();

@@ -517,6 +517,15 @@ impl Sim {
     pub fn move_host(&mut self, h: usize, addr: SocketAddr) {
         self.hosts[h].addr = addr;
     }
+
+    /// The NAT in front of host `h` maps it to a new public address, as when a mapping expires or the
+    /// router restarts: the old mapping and the ways in that it had opened are gone.
+    pub fn rebind_nat(&mut self, h: usize, public: SocketAddr) {
+        let host = &mut self.hosts[h];
+        assert!(host.behind_nat, "only a host behind NAT is rebound");
+        host.addr = public;
+        host.nat_open.clear();
+    }
 }
 
 /// A minimal IPv4 packet from `src` to `dst` carrying `payload` (UDP, checksum left zero).
