@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver as UpdateReceiver;
 
-use meshd_crypto::RecvError;
 use meshd_crypto::session::Receiver;
 use meshd_packet::IpPacket;
-use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, TYPE_RELAY, TYPE_SEALED};
-use meshd_packet::wire::{TYPE_COOKIE_REPLY, TYPE_DATA, TYPE_INITIATION, TYPE_RESPONSE};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, TYPE_RELAY};
 use quinn_udp::RecvMeta;
 use tokio::sync::mpsc;
 
@@ -23,7 +21,9 @@ use super::shared::{PeerShared, Routes, Shared, Stamp};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
 use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
-use meshd_core::datapath::{RelayFrame, receive_relay_frame, roam, strip_token};
+use meshd_core::datapath::{
+    Inbound, RelayFrame, classify, open_failed, receive_relay_frame, roam, strip_token,
+};
 use meshd_core::node::{DropReason, Endpoint};
 
 /// A change to the set of receiving sessions.
@@ -150,27 +150,20 @@ impl Batch<'_> {
         datagram: &mut [u8],
     ) -> io::Result<()> {
         let shared = self.shared;
-        match datagram.first().copied() {
-            Some(TYPE_DATA) => {}
-            Some(TYPE_INITIATION | TYPE_RESPONSE | TYPE_COOKIE_REPLY) => {
+        let index = match classify(datagram, via) {
+            Inbound::Data { index } => index,
+            Inbound::Handshake => {
                 handshake(shared, self.control, via, datagram);
                 return Ok(());
             }
-            Some(TYPE_SEALED) => {
-                self.sealed(via, datagram);
+            Inbound::Sealed { from } => {
+                self.sealed(from, datagram);
                 return Ok(());
             }
-            _ => {
-                shared.drops.add(DropReason::Malformed, 1);
+            Inbound::Drop(reason) => {
+                shared.drops.add(reason, 1);
                 return Ok(());
             }
-        }
-        let Some(index) = datagram
-            .get(4..8)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            shared.drops.add(DropReason::Malformed, 1);
-            return Ok(());
         };
         let Some(session) = sessions.get_mut(&index) else {
             shared.drops.add(DropReason::UnknownIndex, 1);
@@ -179,7 +172,7 @@ impl Batch<'_> {
         let plain = match session.receiver.decapsulate(self.now, datagram) {
             Ok(d) => d.plaintext,
             Err(e) => {
-                shared.drops.add(recv_drop(e), 1);
+                shared.drops.add(open_failed(e), 1);
                 return Ok(());
             }
         };
@@ -254,10 +247,9 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// A sealed envelope: the mesh task's, if this daemon runs one. Only direct ones: the control
-    /// channel runs between a node and its controller, never through a relay.
-    fn sealed(&self, via: Endpoint, datagram: &[u8]) {
-        let (Some(mesh), Endpoint::Direct(from)) = (self.mesh, via) else {
+    /// A sealed envelope that came directly: the mesh task's, if this daemon runs one.
+    fn sealed(&self, from: SocketAddr, datagram: &[u8]) {
+        let Some(mesh) = self.mesh else {
             self.shared.drops.add(DropReason::ControlUnexpected, 1);
             return;
         };
@@ -332,15 +324,5 @@ fn handshake(shared: &Shared, control: &mpsc::Sender<ControlMsg>, from: Endpoint
     };
     if control.try_send(msg).is_err() {
         shared.drops.add(DropReason::HandshakeQueueFull, 1);
-    }
-}
-
-fn recv_drop(e: RecvError) -> DropReason {
-    match e {
-        RecvError::Malformed(_) => DropReason::Malformed,
-        RecvError::WrongIndex => DropReason::UnknownIndex,
-        RecvError::Expired => DropReason::SessionExpired,
-        RecvError::Replayed => DropReason::Replayed,
-        RecvError::Decrypt => DropReason::DecryptFailed,
     }
 }

@@ -1,5 +1,5 @@
-//! What the data threads decide for each datagram, as pure functions: the receive thread's roaming
-//! rule and what it does with a relay frame. The threads around them load and store the shared state
+//! What the data threads decide for each datagram, as pure functions: the receive thread's dispatch
+//! (who handles a datagram), its roaming rule and what it does with a relay frame. The threads around them load and store the shared state
 //! (the peer's endpoint, the relay table); the simulation in `core/tests/sim` calls the same
 //! functions, so the tests that roam or relay run the rules that ship.
 //!
@@ -9,8 +9,10 @@
 //!
 //! Like the rest of the crate, nothing here does IO or reads a clock.
 
+mod inbound;
 mod relay_frame;
 mod roaming;
 
+pub use inbound::{Inbound, classify, open_failed};
 pub use relay_frame::{RelayFrame, receive_relay_frame, strip_token};
 pub use roaming::roam;
