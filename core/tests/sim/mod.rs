@@ -16,10 +16,11 @@ use meshd_crypto::session::{HEADROOM, Receiver, Sender, TAILROOM};
 use meshd_crypto::{PublicKey, StaticSecret};
 use meshd_packet::IpPacket;
 use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RELAY_TOKEN_LEN, TYPE_RELAY, write_relay_frame};
-use meshd_packet::wire::{self, Message};
 use meshd_routing::AllowedIps;
 
-use meshd_core::datapath::{RelayFrame, receive_relay_frame, roam, strip_token};
+use meshd_core::datapath::{
+    Inbound, RelayFrame, classify, open_failed, receive_relay_frame, roam, strip_token,
+};
 use meshd_core::mesh::relay::RelayTable;
 use meshd_core::node::{Activity, DropReason, Endpoint, Event, Node, PeerId, PeerSpec, ReconcileSummary};
 use meshd_core::node::{PeerUpdate, SetDevice};
@@ -413,24 +414,37 @@ impl Sim {
         } else {
             (Endpoint::Direct(d.from), d.datagram)
         };
-        let is_data = matches!(wire::parse(&datagram), Ok(Message::Data { .. }));
-        if !is_data {
-            let backlog = self.handshake_backlog;
-            self.hosts[h]
-                .node
-                .handle_datagram(now, wall, path, &datagram, backlog);
-            return self.pump();
-        }
+        let index = match classify(&datagram, path) {
+            Inbound::Data { index } => index,
+            Inbound::Handshake => {
+                let backlog = self.handshake_backlog;
+                self.hosts[h]
+                    .node
+                    .handle_datagram(now, wall, path, &datagram, backlog);
+                return self.pump();
+            }
+            // A host runs no mesh agent, as a daemon without one.
+            Inbound::Sealed { .. } => {
+                self.hosts[h].drops.push(DropReason::ControlUnexpected);
+                return;
+            }
+            Inbound::Drop(reason) => {
+                self.hosts[h].drops.push(reason);
+                return;
+            }
+        };
         let host = &mut self.hosts[h];
-        let index = u32::from_le_bytes(datagram[4..8].try_into().unwrap());
         let Some((peer, receiver, confirms)) = host.receivers.get_mut(&index) else {
             host.drops.push(DropReason::UnknownIndex);
             return;
         };
         let peer = *peer;
-        let Ok(plain) = receiver.decapsulate(now, &mut datagram) else {
-            host.drops.push(DropReason::DecryptFailed);
-            return;
+        let plain = match receiver.decapsulate(now, &mut datagram) {
+            Ok(plain) => plain,
+            Err(e) => {
+                host.drops.push(open_failed(e));
+                return;
+            }
         };
         let confirm = std::mem::take(confirms).then_some(index);
         let rekey = receiver.needs_rekey(now);
