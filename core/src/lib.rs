@@ -10,6 +10,8 @@
 //! - [`message`]: the control messages and their encoding;
 //! - [`channel`]: sealing and opening them between static keys, with replay and freshness checks;
 //! - [`map`]: the network map and its pages;
+//! - [`datapath`]: what the data threads decide per datagram (roaming, relay frames), shared with
+//!   the simulation;
 //! - [`path`]: a peer's paths, what is known of each, and the policy that picks one;
 //! - [`admission`]: the limits a stranger's envelope passes before any key is derived for it;
 //! - [`refused`]: messages refused once, so their replays are not answered again;
@@ -27,6 +29,7 @@
 pub mod address;
 pub mod admission;
 pub mod channel;
+pub mod datapath;
 pub mod ingress;
 pub mod log_limit;
 pub mod map;

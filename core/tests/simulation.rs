@@ -1,5 +1,7 @@
 //! Deterministic simulation of two WireGuard interfaces built on `meshd_core::node`, on a virtual clock.
-//! The expectations are the WireGuard paper's constants (section 6), not the code's own.
+//! The expectations are the WireGuard paper's constants (section 6), not the code's own. The data path
+//! around each node makes the decisions the daemon's threads make, by the same functions
+//! (`meshd_core::datapath`): the roaming tests run the shipping rule.
 
 mod sim;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use meshd_core::node::{DropReason, Endpoint};
 use meshd_packet::wire;
-use meshd_packet::wire::meshd::{MeshdMessage, parse_meshd};
+use meshd_packet::wire::meshd::{MeshdMessage, RELAY_TOKEN_RANGE, parse_meshd};
 use sim::{Sim, ipv4};
 
 const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
@@ -209,6 +211,36 @@ fn a_peer_that_roams_is_followed_to_its_new_address() {
     assert_eq!(status.peers[0].endpoint, Some(new_addr));
 }
 
+/// A NAT in front of A gives it a new public port: what B sends to the old one is lost, and A's next
+/// packet (a keepalive at the latest, as A keeps its mapping open) leaves through the new one. B follows
+/// it there, by the receive thread's roaming rule, and so does B's node.
+#[test]
+fn a_peer_whose_nat_rebinds_its_port_is_followed_to_the_new_one() {
+    let mut sim = Sim::pair();
+    sim.hosts[0].behind_nat = true;
+    let (b_key, b_addr) = (sim.hosts[1].public, sim.hosts[1].addr);
+    sim.configure(0, b_key, Some(b_addr), "10.0.0.2/32", 25);
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_ip(1, b_to_a(2));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)]);
+
+    let rebound = std::net::SocketAddr::new(sim.hosts[0].addr.ip(), 40001);
+    sim.rebind_nat(0, rebound);
+    sim.send_ip(1, b_to_a(3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2)], "the old mapping is gone");
+
+    sim.run_for(Duration::from_secs(25));
+    let a = sim.hosts[1].peer(&sim.hosts[0].public);
+    assert_eq!(sim.hosts[1].endpoint(a), Some(Endpoint::Direct(rebound)));
+    assert_eq!(sim.hosts[1].node.endpoint(a), Some(Endpoint::Direct(rebound)));
+    sim.send_ip(1, b_to_a(4));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[0].delivered, vec![b_to_a(2), b_to_a(4)]);
+}
+
 #[test]
 fn a_handshake_that_is_never_answered_gives_up_and_drops_the_queue() {
     let mut sim = Sim::pair();
@@ -382,6 +414,36 @@ fn two_nodes_behind_nat_talk_through_the_relay_which_sees_no_plaintext() {
         assert!(!contains(datagram, &to_b[..8]), "the marker on the wire");
     }
     assert_eq!(inner_types.into_iter().collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(sim.relay_refused, 0);
+}
+
+/// The relay forwards by the relay table and the receive thread's decision: each frame reaches it with
+/// its sender's token and leaves it without.
+#[test]
+fn the_relay_takes_each_senders_token_and_forwards_the_frame_without_it() {
+    let mut sim = Sim::mesh(2);
+    let (spec_a, spec_b) = (sim.spec(0, false, true), sim.spec(1, false, true));
+    sim.reconcile(0, &[spec_b]);
+    sim.reconcile(1, &[spec_a]);
+    sim.send_ip(0, a_to_b(1));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.hosts[1].delivered, vec![a_to_b(1)]);
+
+    let (mut to_relay, mut from_relay) = (0, 0);
+    for (from, to, datagram) in &sim.capture {
+        let token = &datagram[RELAY_TOKEN_RANGE];
+        if *to == relay() {
+            to_relay += 1;
+            assert_ne!(token, [0; 8], "{from} sent a frame without its token");
+        } else if *from == relay() {
+            from_relay += 1;
+            assert_eq!(token, [0; 8], "the relay passed on {to}'s sender's token");
+        }
+    }
+    assert!(
+        to_relay >= 3 && from_relay == to_relay,
+        "{to_relay} in, {from_relay} out"
+    );
     assert_eq!(sim.relay_refused, 0);
 }
 

@@ -9,13 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver as UpdateReceiver;
 
-use meshd_crypto::RecvError;
 use meshd_crypto::session::Receiver;
 use meshd_packet::IpPacket;
-use meshd_packet::wire::meshd::{
-    MeshdMessage, RELAY_HEADER_LEN, RELAY_TOKEN_RANGE, TYPE_RELAY, TYPE_SEALED, parse_meshd,
-};
-use meshd_packet::wire::{TYPE_COOKIE_REPLY, TYPE_DATA, TYPE_INITIATION, TYPE_RESPONSE};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, TYPE_RELAY};
 use quinn_udp::RecvMeta;
 use tokio::sync::mpsc;
 
@@ -25,7 +21,9 @@ use super::shared::{PeerShared, Routes, Shared, Stamp};
 use crate::sys::clock;
 use crate::sys::tun::{Tun, WriteBatch};
 use crate::sys::udp::{RECV_BATCH, RECV_BUF, Udp};
-use meshd_core::mesh::relay::Refusal;
+use meshd_core::datapath::{
+    Inbound, RelayFrame, classify, open_failed, receive_relay_frame, roam, strip_token,
+};
 use meshd_core::node::{DropReason, Endpoint};
 
 /// A change to the set of receiving sessions.
@@ -152,27 +150,20 @@ impl Batch<'_> {
         datagram: &mut [u8],
     ) -> io::Result<()> {
         let shared = self.shared;
-        match datagram.first().copied() {
-            Some(TYPE_DATA) => {}
-            Some(TYPE_INITIATION | TYPE_RESPONSE | TYPE_COOKIE_REPLY) => {
+        let index = match classify(datagram, via) {
+            Inbound::Data { index } => index,
+            Inbound::Handshake => {
                 handshake(shared, self.control, via, datagram);
                 return Ok(());
             }
-            Some(TYPE_SEALED) => {
-                self.sealed(via, datagram);
+            Inbound::Sealed { from } => {
+                self.sealed(from, datagram);
                 return Ok(());
             }
-            _ => {
-                shared.drops.add(DropReason::Malformed, 1);
+            Inbound::Drop(reason) => {
+                shared.drops.add(reason, 1);
                 return Ok(());
             }
-        }
-        let Some(index) = datagram
-            .get(4..8)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            shared.drops.add(DropReason::Malformed, 1);
-            return Ok(());
         };
         let Some(session) = sessions.get_mut(&index) else {
             shared.drops.add(DropReason::UnknownIndex, 1);
@@ -181,14 +172,14 @@ impl Batch<'_> {
         let plain = match session.receiver.decapsulate(self.now, datagram) {
             Ok(d) => d.plaintext,
             Err(e) => {
-                shared.drops.add(recv_drop(e), 1);
+                shared.drops.add(open_failed(e), 1);
                 return Ok(());
             }
         };
         let peer = &session.peer;
         peer.rx_bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         peer.note_authenticated_received(self.stamp);
-        roam(peer, via);
+        follow(peer, via);
         if session.confirms {
             session.confirms = false;
             let msg = ControlMsg::Confirmed {
@@ -234,21 +225,14 @@ impl Batch<'_> {
         from: SocketAddr,
         datagram: &mut [u8],
     ) -> io::Result<()> {
-        let (destination, token) = match parse_meshd(datagram) {
-            Ok(MeshdMessage::Relay(frame)) => (frame.header.destination, frame.header.token),
-            _ => {
-                self.shared.drops.add(DropReason::Malformed, 1);
-                return Ok(());
+        let relay = self.shared.relay.load();
+        match receive_relay_frame(datagram, from, self.own_key.as_ref(), &relay) {
+            RelayFrame::ForThisNode { via } => {
+                let inner = &mut datagram[RELAY_HEADER_LEN..];
+                return self.datagram(sessions, out, via, inner);
             }
-        };
-        if self.own_key == Some(destination) {
-            let inner = &mut datagram[RELAY_HEADER_LEN..];
-            return self.datagram(sessions, out, Endpoint::Relayed { relay: from }, inner);
-        }
-        match self.shared.relay.load().forward(from, &token, &destination) {
-            Ok(to) => {
-                // The token is the sender's ticket to this relay, not the destination's business.
-                datagram[RELAY_TOKEN_RANGE].fill(0);
+            RelayFrame::Forward { to } => {
+                strip_token(datagram);
                 if let Err(e) = self.udp.send(to, datagram, None) {
                     let reason = if os_error::is_exhausted(&e) {
                         DropReason::ResourceExhausted
@@ -258,16 +242,14 @@ impl Batch<'_> {
                     self.shared.drops.add(reason, 1);
                 }
             }
-            Err(Refusal::BadToken) => self.shared.drops.add(DropReason::RelayBadToken, 1),
-            Err(Refusal::NotAllowed) => self.shared.drops.add(DropReason::RelayRefused, 1),
+            RelayFrame::Drop(reason) => self.shared.drops.add(reason, 1),
         }
         Ok(())
     }
 
-    /// A sealed envelope: the mesh task's, if this daemon runs one. Only direct ones: the control
-    /// channel runs between a node and its controller, never through a relay.
-    fn sealed(&self, via: Endpoint, datagram: &[u8]) {
-        let (Some(mesh), Endpoint::Direct(from)) = (self.mesh, via) else {
+    /// A sealed envelope that came directly: the mesh task's, if this daemon runs one.
+    fn sealed(&self, from: SocketAddr, datagram: &[u8]) {
+        let Some(mesh) = self.mesh else {
             self.shared.drops.add(DropReason::ControlUnexpected, 1);
             return;
         };
@@ -325,20 +307,13 @@ fn flush(tun: &Tun, shared: &Shared, out: &mut WriteBatch) -> io::Result<()> {
     }
 }
 
-/// The peer's path follows its latest authenticated packet: one that arrives directly makes the
-/// sender's address the path (roaming, or a direct path replacing the relay); one that arrives through
-/// a relay moves the path only from nothing or from another relay, never off a direct path (the node
-/// decides that, see `node::endpoint`).
-fn roam(peer: &PeerShared, via: Endpoint) {
-    let current = peer.endpoint.load();
-    let moves = match (current.as_deref(), via) {
-        (Some(now), new) if *now == new => false,
-        (_, Endpoint::Direct(_)) => true,
-        (None | Some(Endpoint::Relayed { .. }), Endpoint::Relayed { .. }) => true,
-        (Some(Endpoint::Direct(_)), Endpoint::Relayed { .. }) => false,
-    };
-    if moves {
-        peer.endpoint.store(Some(Arc::new(via)));
+/// The peer's path follows its latest authenticated packet, by the shared rule ([`roam`]); stored
+/// only when it moves, so a steady flow costs a load per packet.
+fn follow(peer: &PeerShared, via: Endpoint) {
+    let current = peer.endpoint.load().as_deref().copied();
+    let next = roam(current, via);
+    if next != current {
+        peer.endpoint.store(next.map(Arc::new));
     }
 }
 
@@ -349,15 +324,5 @@ fn handshake(shared: &Shared, control: &mpsc::Sender<ControlMsg>, from: Endpoint
     };
     if control.try_send(msg).is_err() {
         shared.drops.add(DropReason::HandshakeQueueFull, 1);
-    }
-}
-
-fn recv_drop(e: RecvError) -> DropReason {
-    match e {
-        RecvError::Malformed(_) => DropReason::Malformed,
-        RecvError::WrongIndex => DropReason::UnknownIndex,
-        RecvError::Expired => DropReason::SessionExpired,
-        RecvError::Replayed => DropReason::Replayed,
-        RecvError::Decrypt => DropReason::DecryptFailed,
     }
 }

@@ -1,10 +1,11 @@
 //! A deterministic simulation: nodes, a minimal data path for each (the same session halves the daemon's
-//! threads use), an in-memory network with latency and a loss filter, and a virtual clock. Minutes of
-//! protocol time run in milliseconds.
+//! threads use, and the same per-datagram decisions, `meshd_core::datapath`), an in-memory network with
+//! latency and a loss filter, and a virtual clock. Minutes of protocol time run in milliseconds.
 //!
 //! The network can also have a relay (an address that forwards relay frames to the host whose key they
-//! name) and hosts behind NAT (datagrams to them arrive only from addresses they sent to first, and
-//! from the relay, to which they are taken to keep a mapping open).
+//! name, by the relay table and the decision a relaying node's receive thread uses) and hosts behind
+//! NAT (datagrams to them arrive only from addresses they sent to first, and from the relay, to which
+//! they are taken to keep a mapping open).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -14,10 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 use meshd_crypto::session::{HEADROOM, Receiver, Sender, TAILROOM};
 use meshd_crypto::{PublicKey, StaticSecret};
 use meshd_packet::IpPacket;
-use meshd_packet::wire::meshd::{MeshdMessage, TYPE_RELAY, parse_meshd, write_relay_frame};
-use meshd_packet::wire::{self, Message};
+use meshd_packet::wire::meshd::{RELAY_HEADER_LEN, RELAY_TOKEN_LEN, TYPE_RELAY, write_relay_frame};
 use meshd_routing::AllowedIps;
 
+use meshd_core::datapath::{
+    Inbound, RelayFrame, classify, open_failed, receive_relay_frame, roam, strip_token,
+};
+use meshd_core::mesh::relay::RelayTable;
 use meshd_core::node::{Activity, DropReason, Endpoint, Event, Node, PeerId, PeerSpec, ReconcileSummary};
 use meshd_core::node::{PeerUpdate, SetDevice};
 
@@ -32,8 +36,11 @@ pub struct Host {
     pub addr: SocketAddr,
     pub public: PublicKey,
     routes: AllowedIps<PeerId>,
+    /// The host's ticket for the relay, in the frames its node and its data path send there.
+    relay_token: [u8; RELAY_TOKEN_LEN],
     senders: HashMap<PeerId, Arc<Sender>>,
     receivers: HashMap<u32, (PeerId, Box<Receiver>, bool)>,
+    /// The data path's endpoint for each peer: as the node announced it, or as [`roam`] moved it.
     endpoints: HashMap<PeerId, Endpoint>,
     keys: HashMap<PeerId, PublicKey>,
     activity: HashMap<PeerId, Activity>,
@@ -61,11 +68,14 @@ impl Host {
         };
         node.apply(epoch(), SystemTime::UNIX_EPOCH, &set).unwrap();
         node.set_bound_port(addr.port());
+        let relay_token = [seed; RELAY_TOKEN_LEN];
+        node.set_relay_token(relay_token);
         Host {
             node,
             addr,
             public,
             routes: AllowedIps::new(),
+            relay_token,
             senders: HashMap::new(),
             receivers: HashMap::new(),
             endpoints: HashMap::new(),
@@ -88,7 +98,7 @@ impl Host {
         self.senders.get(&peer)
     }
 
-    /// The path the data path sends to `peer` on, as the node last announced it.
+    /// The path the data path sends to `peer` on: the node's, or where the peer roamed since.
     pub fn endpoint(&self, peer: PeerId) -> Option<Endpoint> {
         self.endpoints.get(&peer).copied()
     }
@@ -260,7 +270,7 @@ impl Sim {
                     Endpoint::Relayed { .. } => {
                         let key = host.keys[&peer];
                         let mut framed = Vec::new();
-                        write_relay_frame(*key.as_bytes(), [0; 8], &buf, &mut framed);
+                        write_relay_frame(*key.as_bytes(), host.relay_token, &buf, &mut framed);
                         framed
                     }
                 };
@@ -358,19 +368,20 @@ impl Sim {
         }
     }
 
-    /// The relay forwards a relay frame, unchanged, to the host whose key it names.
-    fn relay(&mut self, d: InFlight) {
-        let to = match parse_meshd(&d.datagram) {
-            Ok(MeshdMessage::Relay(frame)) => self
-                .hosts
-                .iter()
-                .find(|h| h.public.as_bytes() == &frame.header.destination)
-                .map(|h| h.addr),
-            _ => None,
-        };
-        match to {
-            Some(to) => self.transmit(d.to, to, d.datagram),
-            None => self.relay_refused += 1,
+    /// The relay forwards a relay frame, unchanged but for its token, to the host whose key it names,
+    /// as a relaying node's receive thread does: by a relay table that holds every host, where it is
+    /// now, with its token, all members of one network (what the controller would publish).
+    fn relay(&mut self, mut d: InFlight) {
+        let mut table = RelayTable::default();
+        for host in &self.hosts {
+            table.insert(*host.public.as_bytes(), host.addr, 0, &[host.relay_token]);
+        }
+        match receive_relay_frame(&d.datagram, d.from, None, &table) {
+            RelayFrame::Forward { to } => {
+                strip_token(&mut d.datagram);
+                self.transmit(d.to, to, d.datagram);
+            }
+            RelayFrame::ForThisNode { .. } | RelayFrame::Drop(_) => self.relay_refused += 1,
         }
     }
 
@@ -388,48 +399,62 @@ impl Sim {
             self.nat_dropped += 1;
             return;
         }
-        // What the RX path does with a relay frame: check it is for this host, unwrap it, and take the
-        // inner datagram as coming through the relay.
+        // A relay frame, as the receive thread decides: the inner datagram of one for this host, as
+        // coming through the relay. A host relays for nobody (the relay is its own address).
         let (path, mut datagram) = if d.datagram[0] == TYPE_RELAY {
-            match parse_meshd(&d.datagram) {
-                Ok(MeshdMessage::Relay(frame)) if &frame.header.destination == host.public.as_bytes() => {
-                    (Endpoint::Relayed { relay: d.from }, frame.inner.to_vec())
-                }
-                _ => {
-                    self.hosts[h].drops.push(DropReason::Malformed);
+            let own_key = host.public.as_bytes();
+            match receive_relay_frame(&d.datagram, d.from, Some(own_key), &RelayTable::default()) {
+                RelayFrame::ForThisNode { via } => (via, d.datagram[RELAY_HEADER_LEN..].to_vec()),
+                RelayFrame::Forward { .. } => unreachable!("an empty relay table forwards nothing"),
+                RelayFrame::Drop(reason) => {
+                    self.hosts[h].drops.push(reason);
                     return;
                 }
             }
         } else {
             (Endpoint::Direct(d.from), d.datagram)
         };
-        let is_data = matches!(wire::parse(&datagram), Ok(Message::Data { .. }));
-        if !is_data {
-            let backlog = self.handshake_backlog;
-            self.hosts[h]
-                .node
-                .handle_datagram(now, wall, path, &datagram, backlog);
-            return self.pump();
-        }
+        let index = match classify(&datagram, path) {
+            Inbound::Data { index } => index,
+            Inbound::Handshake => {
+                let backlog = self.handshake_backlog;
+                self.hosts[h]
+                    .node
+                    .handle_datagram(now, wall, path, &datagram, backlog);
+                return self.pump();
+            }
+            // A host runs no mesh agent, as a daemon without one.
+            Inbound::Sealed { .. } => {
+                self.hosts[h].drops.push(DropReason::ControlUnexpected);
+                return;
+            }
+            Inbound::Drop(reason) => {
+                self.hosts[h].drops.push(reason);
+                return;
+            }
+        };
         let host = &mut self.hosts[h];
-        let index = u32::from_le_bytes(datagram[4..8].try_into().unwrap());
         let Some((peer, receiver, confirms)) = host.receivers.get_mut(&index) else {
             host.drops.push(DropReason::UnknownIndex);
             return;
         };
         let peer = *peer;
-        let Ok(plain) = receiver.decapsulate(now, &mut datagram) else {
-            host.drops.push(DropReason::DecryptFailed);
-            return;
+        let plain = match receiver.decapsulate(now, &mut datagram) {
+            Ok(plain) => plain,
+            Err(e) => {
+                host.drops.push(open_failed(e));
+                return;
+            }
         };
         let confirm = std::mem::take(confirms).then_some(index);
         let rekey = receiver.needs_rekey(now);
         let packet = datagram[plain.plaintext.clone()].to_vec();
+        let current = host.endpoints.get(&peer).copied();
+        if let Some(next) = roam(current, path) {
+            host.endpoints.insert(peer, next);
+        }
         let act = host.activity.entry(peer).or_default();
         act.authenticated_received = Some(now);
-        // The newest packet's path, reported only when it is not the one the node has: it may be a roam,
-        // or a better path.
-        act.endpoint = (host.endpoints.get(&peer) != Some(&path)).then_some(path);
         if rekey {
             act.rekey_wanted = Some(now);
         }
@@ -452,12 +477,21 @@ impl Sim {
         }
     }
 
-    /// Hands each host's recorded activity to its node, as the daemon does on every tick.
+    /// Hands each host's recorded activity to its node, as the daemon does on every tick: with the data
+    /// path's endpoint when it is not the node's (the peer roamed).
     fn report_activity(&mut self) {
         for host in &mut self.hosts {
-            for (peer, act) in host.activity.drain() {
-                host.node.handle_activity(peer, &act);
+            let mut peers: Vec<PeerId> = host.keys.keys().copied().collect();
+            peers.sort();
+            for peer in peers {
+                let mut act = host.activity.remove(&peer).unwrap_or_default();
+                let known = host.node.endpoint(peer);
+                act.endpoint = host.endpoints.get(&peer).copied().filter(|e| Some(*e) != known);
+                if !act.is_empty() {
+                    host.node.handle_activity(peer, &act);
+                }
             }
+            host.activity.clear();
         }
     }
 
@@ -496,6 +530,15 @@ impl Sim {
     /// Moves host `h` to a new underlay address, as when a laptop changes networks.
     pub fn move_host(&mut self, h: usize, addr: SocketAddr) {
         self.hosts[h].addr = addr;
+    }
+
+    /// The NAT in front of host `h` maps it to a new public address, as when a mapping expires or the
+    /// router restarts: the old mapping and the ways in that it had opened are gone.
+    pub fn rebind_nat(&mut self, h: usize, public: SocketAddr) {
+        let host = &mut self.hosts[h];
+        assert!(host.behind_nat, "only a host behind NAT is rebound");
+        host.addr = public;
+        host.nat_open.clear();
     }
 }
 
