@@ -1,6 +1,6 @@
-//! The node's path rule from before the path layer (two slots and three flags), as the reference the
-//! active-backup policy is checked against: its tests, ported one to one, and a differential test
-//! that runs random event sequences through both and compares every answer.
+//! The node's path rule from before the path layer (`node::endpoint::Paths`: two slots and three
+//! flags), as the reference the active-backup policy is checked against: its tests, ported one to one,
+//! and a differential test that runs random event sequences through both and compares every answer.
 //!
 //! An event of the old rule maps onto the path layer as the node will map it:
 //!
@@ -21,127 +21,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use super::{PathKind, PathSet, Received, select, select_for_initiation};
 
-/// Where a datagram goes or came from, as the old rule spoke of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Direct(SocketAddr),
-    Relayed { relay: SocketAddr },
-}
-
-/// The old rule, unchanged but for names (meshd's `node::endpoint::Paths` before the path layer).
-mod reference {
-    use super::*;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Kind {
-        Direct,
-        Relay,
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub struct Paths {
-        direct: Option<SocketAddr>,
-        relay: Option<SocketAddr>,
-        on_relay: bool,
-        relayed_initiation: bool,
-        last_attempt: Option<Kind>,
-    }
-
-    impl Paths {
-        pub fn direct(&self) -> Option<SocketAddr> {
-            self.direct
-        }
-
-        pub fn relay(&self) -> Option<SocketAddr> {
-            self.relay
-        }
-
-        pub fn active(&self) -> Option<Endpoint> {
-            self.endpoint(self.active_kind()?)
-        }
-
-        fn active_kind(&self) -> Option<Kind> {
-            match (self.direct, self.relay) {
-                (Some(_), Some(_)) if self.on_relay => Some(Kind::Relay),
-                (Some(_), _) => Some(Kind::Direct),
-                (None, Some(_)) => Some(Kind::Relay),
-                (None, None) => None,
-            }
-        }
-
-        fn endpoint(&self, kind: Kind) -> Option<Endpoint> {
-            match kind {
-                Kind::Direct => self.direct.map(Endpoint::Direct),
-                Kind::Relay => self.relay.map(|relay| Endpoint::Relayed { relay }),
-            }
-        }
-
-        pub fn for_initiation(&mut self, retry: bool) -> Option<Endpoint> {
-            let kind = match (self.direct, self.relay, self.last_attempt) {
-                (Some(_), Some(_), Some(Kind::Direct)) if retry => Kind::Relay,
-                (Some(_), Some(_), Some(Kind::Relay)) if retry => Kind::Direct,
-                _ => self.active_kind()?,
-            };
-            self.last_attempt = Some(kind);
-            self.endpoint(kind)
-        }
-
-        pub fn configure_direct(&mut self, addr: SocketAddr) {
-            if self.direct != Some(addr) {
-                self.arrived_directly(addr);
-            }
-        }
-
-        pub fn configure_relay(&mut self, relay: Option<SocketAddr>) {
-            self.relay = relay;
-            if relay.is_none() {
-                self.on_relay = false;
-                self.relayed_initiation = false;
-            }
-        }
-
-        fn arrived_directly(&mut self, addr: SocketAddr) {
-            self.direct = Some(addr);
-            self.on_relay = false;
-            self.relayed_initiation = false;
-        }
-
-        pub fn on_data(&mut self, from: Endpoint) {
-            match from {
-                Endpoint::Direct(addr) => self.arrived_directly(addr),
-                Endpoint::Relayed { relay } => self.relay = Some(relay),
-            }
-        }
-
-        pub fn on_initiation(&mut self, from: Endpoint) {
-            match from {
-                Endpoint::Direct(addr) => self.arrived_directly(addr),
-                Endpoint::Relayed { relay } => {
-                    self.relay = Some(relay);
-                    if self.direct.is_some() && !self.on_relay {
-                        if self.relayed_initiation {
-                            self.on_relay = true;
-                            self.relayed_initiation = false;
-                        } else {
-                            self.relayed_initiation = true;
-                        }
-                    }
-                }
-            }
-        }
-
-        pub fn on_response(&mut self, from: Endpoint) {
-            match from {
-                Endpoint::Direct(addr) => self.arrived_directly(addr),
-                Endpoint::Relayed { relay } => {
-                    self.relay = Some(relay);
-                    self.on_relay = self.direct.is_some();
-                    self.relayed_initiation = false;
-                }
-            }
-        }
-    }
-}
+// The old rule is the node's own `Paths`, the code that ships, not a copy.
+use crate::node::{Endpoint, Paths as OldPaths};
 
 /// A peer's `PathSet` behind the old rule's interface, so the old tests read unchanged.
 struct Paths {
@@ -338,7 +219,7 @@ fn the_policy_answers_as_the_old_rule_did_for_any_sequence_of_events() {
     let relays = [addr(RELAY), addr("203.0.113.2:51820")];
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     for sequence in 0..2_000 {
-        let mut old = reference::Paths::default();
+        let mut old = OldPaths::default();
         let mut new = Paths::default();
         let mut log = Vec::new();
         for _ in 0..40 {
