@@ -688,21 +688,7 @@ impl Store {
         let (used_v4, used_v6) = used_addresses(&tx, network_id)?;
         let ipv4 = network.plan.allocate_v4(&used_v4)?;
         let ipv6 = network.plan.allocate_v6(&used_v6)?;
-        let label = names::printable_label(name);
-        let name = unique_name(&tx, network_id, name)?;
-        tx.execute(
-            "INSERT INTO members (network_id, public_key, name, label, authorized, ipv4, ipv6, created)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
-            params![
-                network_id,
-                &public_key.as_bytes()[..],
-                name,
-                label,
-                ipv4.to_string(),
-                ipv6.map(|a| a.to_string()),
-                unix_secs(now),
-            ],
-        )?;
+        insert_member(&tx, network_id, public_key, name, ipv4, ipv6, now)?;
         // It is a member again: no longer one to tell that it was removed.
         tx.execute(
             "DELETE FROM removed WHERE network_uid = ?1 AND public_key = ?2",
@@ -760,21 +746,8 @@ impl Store {
         }
         let network_id =
             network_id(&tx, network)?.ok_or_else(|| StoreError::NoSuchNetwork(network.into()))?;
-        let label = names::printable_label(name);
-        let name = unique_name(&tx, network_id, name)?;
-        tx.execute(
-            "INSERT INTO members (network_id, public_key, name, label, authorized, ipv4, ipv6, created)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
-            params![
-                network_id,
-                &public_key.as_bytes()[..],
-                name,
-                label,
-                ipv4.to_string(),
-                net.plan.controller_v6().map(|a| a.to_string()),
-                unix_secs(now),
-            ],
-        )?;
+        let ipv6 = net.plan.controller_v6();
+        insert_member(&tx, network_id, public_key, name, ipv4, ipv6, now)?;
         let member = load_member(&tx, network, public_key)?;
         tx.commit()?;
         Ok(member)
@@ -1082,6 +1055,35 @@ fn rename_members_uniquely(tx: &Transaction<'_>) -> Result<(), StoreError> {
         )?;
     }
     tx.execute_batch("CREATE UNIQUE INDEX members_by_name ON members (network_id, name);")?;
+    Ok(())
+}
+
+/// Adds an authorized member with the name the controller gives for `requested` (unique, DNS-safe;
+/// the request kept as a printable label).
+fn insert_member(
+    tx: &Transaction<'_>,
+    network_id: i64,
+    public_key: &PublicKey,
+    requested: &str,
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let label = names::printable_label(requested);
+    let name = unique_name(tx, network_id, requested)?;
+    tx.execute(
+        "INSERT INTO members (network_id, public_key, name, label, authorized, ipv4, ipv6, created)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+        params![
+            network_id,
+            &public_key.as_bytes()[..],
+            name,
+            label,
+            ipv4.to_string(),
+            ipv6.map(|a| a.to_string()),
+            unix_secs(now),
+        ],
+    )?;
     Ok(())
 }
 
