@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's whole test suite, as CI runs it: formatting, lints, unit/property/interop tests, the
+# The project's whole test suite, as CI runs it: formatting, lints, API docs, unit/property/interop tests, the
 # layer check of the crate graph, and a short run of every fuzz target. Run it as root (the
 # end-to-end tests make namespaces and TUN devices). It first installs what the tests need and this
 # machine lacks: the Debian packages of scripts/packages.sh (with apt-get, through sudo when not root)
@@ -29,6 +29,9 @@ cargo fmt --all -- --check
 
 stage "clippy (warnings are errors; clippy.toml bans clock reads and global RNGs)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage "API docs (broken or private intra-doc links are errors: the crate docs state the contracts)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 stage "the layers: no sans-IO crate depends on IO (read from cargo metadata)"
 cargo test -p meshd-core --locked --test layers

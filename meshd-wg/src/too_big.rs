@@ -59,7 +59,7 @@ pub fn learned(path: Endpoint, route_mtu: Option<usize>) -> PathLimit {
     }
 }
 
-/// Writes "too big" answers, at most [`ANSWERS_PER_SECOND`].
+/// Writes "too big" answers, at most `ANSWERS_PER_SECOND`.
 pub struct Answerer {
     buf: Box<[u8]>,
     tokens: u64,

@@ -55,7 +55,8 @@ impl ReconcileSummary {
 }
 
 impl Node {
-    /// Makes the peer set exactly `desired`, by the contract in the [module docs](self).
+    /// Makes the peer set exactly `desired`, by the contract written at the top of
+    /// `core/src/node/reconcile.rs`.
     pub fn reconcile(&mut self, now: Instant, wall: SystemTime, desired: &[PeerSpec]) -> ReconcileSummary {
         let own = self.public_key().copied();
         // The position of the spec that counts for each key: the last one.

@@ -68,7 +68,7 @@ fn definite(e: io::Error) -> Option<io::Error> {
     .then_some(e)
 }
 
-/// The join's failure for `error` from [`unreachable`].
+/// The join's failure for `error` from [`unreachable()`].
 pub fn failure(controller: SocketAddr, error: &io::Error) -> JoinFailure {
     let message = if error.kind() == io::ErrorKind::ConnectionRefused {
         format!(

@@ -1,6 +1,6 @@
 //! The admin API's HTTP server: routes, authentication, and the node routes.
 //!
-//! Every request, including one for a route that does not exist, first passes [`authenticate`]: a TCP
+//! Every request, including one for a route that does not exist, first passes `authenticate`: a TCP
 //! peer off loopback gets `403`, a TCP request without the bearer token `401`. A request on the Unix
 //! socket needs no token: the socket's file permissions and the peer's user (checked when the
 //! connection is accepted, see [`super::listener`]) already say who it is. Only then is it routed.
