@@ -100,12 +100,7 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     #[test]
     fn one_source_gets_its_burst_then_its_rate() {

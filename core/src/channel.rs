@@ -284,6 +284,7 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::epoch;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -292,12 +293,6 @@ mod tests {
             network: "lab".into(),
             version: 3,
         }
-    }
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
     }
 
     const WALL: Duration = Duration::from_secs(1_800_000_000);

@@ -69,12 +69,7 @@ pub fn left_out(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     #[test]
     fn a_few_lines_per_window_then_a_count_of_the_rest() {

@@ -81,12 +81,7 @@ impl Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     #[test]
     fn remembers_until_it_expires() {

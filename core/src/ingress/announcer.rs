@@ -196,13 +196,7 @@ impl Announcer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Any instant will do as the origin of the virtual clock (`Instant` has no constructor: one
-    /// reading of the clock it is; nothing else reads it).
-    fn origin() -> Instant {
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch as origin;
 
     const HOLD: Duration = Duration::from_secs(5);
     const GRACE: Duration = Duration::from_secs(30);

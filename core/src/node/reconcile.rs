@@ -156,20 +156,14 @@ fn same_prefixes(held: impl ExactSizeIterator<Item = IpPrefix>, spec: &[IpPrefix
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::{Duration, SystemTime};
 
     use meshd_crypto::{PublicKey, StaticSecret};
     use zeroize::Zeroizing;
 
     use super::*;
     use crate::node::{DropReason, Endpoint, Event, SetDevice};
-
-    /// `Instant` has no constructor: the tests take one reading as their epoch and count from it.
-    /// The node itself is only ever handed this value.
-    fn epoch() -> Instant {
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     fn wall() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)

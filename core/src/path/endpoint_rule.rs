@@ -42,9 +42,7 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             set: PathSet::default(),
-            // One real Instant as the epoch of the virtual clock; nothing else reads it.
-            #[allow(clippy::disallowed_methods)]
-            now: Instant::now(),
+            now: crate::test_clock::epoch(),
         }
     }
 }

@@ -185,12 +185,7 @@ impl Path {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     fn path() -> Path {
         Path::new(

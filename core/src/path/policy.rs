@@ -115,12 +115,7 @@ mod tests {
 
     use super::super::{PathKind, Received};
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -294,12 +294,7 @@ impl Default for PathSet {
 mod tests {
     use super::super::PathState;
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

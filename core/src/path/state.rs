@@ -143,12 +143,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn epoch() -> Instant {
-        // One real Instant as the epoch of the virtual clock; nothing else reads it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
+    use crate::test_clock::epoch;
 
     #[test]
     fn probes_unanswered_max_times_fail_a_path_and_an_answer_brings_it_back() {
